@@ -1,0 +1,31 @@
+"""optimum-dynexec: dynamic execution (early exit, speculative decoding, adaptive diffusion) for Optimum on OpenVINO.
+
+The runtime classes are imported lazily so that `optimum-cli` stays fast to start.
+"""
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "OVModelForSequenceClassification": ".modeling_early_exit",
+    "EarlyExitClassifierOutput": ".modeling_early_exit",
+    "EarlyExitConfig": ".configuration",
+    "export_early_exit": ".exporters.early_exit",
+}
+
+if TYPE_CHECKING:
+    from .configuration import EarlyExitConfig
+    from .exporters.early_exit import export_early_exit
+    from .modeling_early_exit import EarlyExitClassifierOutput, OVModelForSequenceClassification
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [*_LAZY, "__version__"]

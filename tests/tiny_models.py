@@ -1,0 +1,37 @@
+"""Tiny random encoders with a real tokenizer, for tests of mechanics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+WORDS = ("good great fine bad awful terrible movie film plot actor day night love hate very not really the a it "
+         "was is and but so quite").split()
+
+
+def make_tokenizer() -> BertTokenizerFast:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=64)
+
+
+def make_tiny_bert(folder: Path, num_layers: int = 4, num_labels: int = 2, seed: int = 0) -> Path:
+    """Saves a random `BertForSequenceClassification` with its tokenizer into `folder`."""
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=num_layers,
+                        num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
+                        num_labels=num_labels, pad_token_id=0)
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def random_texts(n: int, seed: int = 0, max_words: int = 12) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(1, max_words, (1,), generator=g))
+        out.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (k,), generator=g)))
+    return out
