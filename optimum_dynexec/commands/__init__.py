@@ -1,0 +1,1 @@
+"""`optimum-cli export dynexec`: argparse only; heavy imports happen inside `run()`."""

@@ -1,0 +1,46 @@
+"""optimum-dynexec: dynamic execution for HuggingFace Optimum on OpenVINO."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_namespace_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("optimum_dynexec/__init__.py").read_text()).group(1)
+
+# The stack that optimum-intel 2.2.0 resolves to here (see shared/MODELS.md): torch 2.14.1 + torchvision 0.29.1,
+# because optimum-intel imports torchvision and older pairs fail to import beside it.
+INSTALL_REQUIRES = [
+    "optimum-intel[openvino,nncf]==2.2.0",
+    "optimum==2.3.0",
+    "openvino==2026.4.1",
+    "nncf==3.4.0",
+    "transformers==5.5.4",
+    "huggingface-hub>=1.21,<1.22",
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "numpy>=2.0",
+    "safetensors",
+    "tqdm",
+]
+
+EXTRAS = {
+    "bench": ["matplotlib>=3.8"],
+    "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+    "train": [],
+    "diffusion": ["diffusers==0.39.0"],
+    "dev": ["pytest>=8", "ruff>=0.6", "matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+}
+
+setup(
+    name="optimum-dynexec",
+    version=VERSION,
+    description="Dynamic execution (early exit, speculative decoding, adaptive diffusion) for Optimum on OpenVINO",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_namespace_packages(include=["optimum_dynexec*", "optimum*"], exclude=["optimum_dynexec.tests*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    include_package_data=True,
+)

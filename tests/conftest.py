@@ -1,0 +1,31 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import make_tiny_bert, random_texts  # noqa: E402
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_train_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "train.txt"
+    path.write_text("\n".join(random_texts(400, seed=1)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_early_exit(tiny_bert, tiny_train_file, tmp_path_factory) -> Path:
+    from optimum_dynexec import export_early_exit
+
+    out = tmp_path_factory.mktemp("tiny_ee")
+    export_early_exit(tiny_bert, out, train_file=tiny_train_file, target_agreement=0.9)
+    return out

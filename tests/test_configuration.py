@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from optimum_dynexec.configuration import CONFIG_NAME, EarlyExitConfig, load_dynexec_config
+
+
+def test_round_trip(tmp_path):
+    config = EarlyExitConfig(num_hidden_layers=6, exit_layers=[1, 3], threshold=0.93, criterion="entropy",
+                             segments=["a.xml", "b.xml", "c.xml"], target_agreement=0.99,
+                             calibration={"agreement": 0.991}, quantization={"weight_format": "int8"})
+    config.save(tmp_path)
+    assert load_dynexec_config(tmp_path) == config
+    assert config.segment_layers == [(0, 1), (1, 3), (3, 6)]
+
+
+def test_missing_file_gives_none(tmp_path):
+    assert load_dynexec_config(tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"exit_layers": []}, "empty"),
+        ({"exit_layers": [2, 1]}, "increasing"),
+        ({"exit_layers": [0, 2]}, r"\[1, 5\]"),
+        ({"exit_layers": [6]}, r"\[1, 5\]"),
+        ({"exit_layers": [1], "threshold": 1.2}, "threshold"),
+        ({"exit_layers": [1], "criterion": "margin"}, "criterion"),
+        ({"exit_layers": [1], "segments": ["a.xml"]}, "segments"),
+        ({"exit_layers": [1], "target_agreement": 0.0}, "target_agreement"),
+    ],
+)
+def test_invalid_values_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EarlyExitConfig(num_hidden_layers=6, **kwargs)
+
+
+def test_unknown_technique_and_keys(tmp_path):
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"technique": "teleport"}))
+    with pytest.raises(ValueError, match="unknown technique"):
+        load_dynexec_config(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"technique": "early-exit", "num_hidden_layers": 4,
+                                                    "exit_layers": [1], "speed": 3}))
+    with pytest.raises(ValueError, match="speed"):
+        load_dynexec_config(tmp_path)
