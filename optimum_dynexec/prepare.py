@@ -102,6 +102,47 @@ def prepare_sentiment_classifier(
     return out
 
 
+def early_exit_export_dir(quantization: str = "fp32", target_agreement: float = 0.99,
+                         classifier: Path | None = None) -> Path:
+    """Where `prepare_early_exit_export` puts the exported early-exit model for these settings."""
+    classifier = classifier or sentiment_classifier_dir()
+    return cache_dir("exports") / f"{classifier.name}-early-exit-{quantization}-agree{target_agreement:g}"
+
+
+def prepare_early_exit_export(quantization: str = "fp32", target_agreement: float = 0.99,
+                              classifier: Path | None = None, seed: int = 0) -> Path:
+    """Exports the fine-tuned sentiment classifier with exit heads (cached), trained on the train split.
+
+    Args:
+        quantization (`str`): `"fp32"`, `"int8"` (weights and activations, `--quant-mode int8`) or `"int8-weights"`.
+        target_agreement (`float`): calibration target on the held-out part of the train split.
+        classifier (`Path`, *optional*): the fine-tuned classifier folder (default: the prepared one).
+
+    Returns:
+        `Path`: the dynexec folder.
+    """
+    from .data import load_sentiment_splits
+    from .exporters.early_exit import export_early_exit
+    from .exporters.quantization import quantization_config_from_flags
+
+    flags = {"fp32": {}, "int8": {"quant_mode": "int8"}, "int8-weights": {"weight_format": "int8"}}
+    if quantization not in flags:
+        raise ValueError(f"Unknown quantization {quantization!r}; choose one of {sorted(flags)}.")
+    classifier = classifier or prepare_sentiment_classifier()
+    out = early_exit_export_dir(quantization, target_agreement, classifier)
+    if (out / "dynexec_config.json").exists():
+        return out
+    load_sentiment_splits(seed)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_early_exit(classifier, tmp, train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
+                      target_agreement=target_agreement,
+                      quantization_config=quantization_config_from_flags(**flags[quantization]), seed=seed)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
     parser.add_argument("what", choices=["early-exit", "all"], nargs="?", default="all")
@@ -110,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)
+    for quantization in ("fp32", "int8"):
+        logger.info("early-exit export (%s): %s", quantization, prepare_early_exit_export(quantization, classifier=path))
     metrics = json.loads((path / "metrics.json").read_text())
     logger.info("sentiment classifier: %s (test accuracy %.4f, majority baseline %.4f)", path,
                 metrics["test_accuracy"], metrics["test_majority_baseline"])

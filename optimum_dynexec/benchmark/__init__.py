@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against optimum-intel's plain classes: `python -m optimum_dynexec.benchmark <technique>`."""

@@ -1,0 +1,32 @@
+"""`python -m optimum_dynexec.benchmark early-exit [--config configs/early_exit.json] [--output benchmarks]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optimum_dynexec.benchmark", description=__doc__)
+    sub = parser.add_subparsers(dest="technique", required=True)
+    ee = sub.add_parser("early-exit", help="early exit vs optimum-intel's OVModelForSequenceClassification")
+    ee.add_argument("--config", default="configs/early_exit.json")
+    ee.add_argument("--output", default="benchmarks")
+    ee.add_argument("--rounds", type=int, default=None, help="override the config's timing rounds")
+    ee.add_argument("--test-samples", type=int, default=None, help="use only the first N test texts")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.technique == "early-exit":
+        from .early_exit import EarlyExitBenchConfig, format_table, run_benchmark
+
+        config = EarlyExitBenchConfig.from_file(args.config)
+        config.rounds = args.rounds or config.rounds
+        config.test_samples = args.test_samples
+        results = run_benchmark(config, args.output)
+        sys.stdout.write(format_table(results) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
