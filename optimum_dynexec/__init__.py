@@ -28,4 +28,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [
+    "EarlyExitClassifierOutput",
+    "EarlyExitConfig",
+    "OVModelForSequenceClassification",
+    "export_early_exit",
+    "__version__",
+]

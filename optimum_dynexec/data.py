@@ -82,7 +82,7 @@ def load_sentiment_splits(seed: int = 0) -> dict[str, TextDataset]:
 
 
 def read_text_file(path: str | Path, text_column: str = "text", label_column: str = "label") -> TextDataset:
-    """Reads training text: a `.txt` file (one text per line) or a `.csv` file with a text and an optional label column.
+    """Reads training text: a `.txt` file (one text per line) or a `.csv` with a text and an optional label column.
 
     Labels may be integers or names; names are mapped to integers in sorted order only when they are not integers.
 

@@ -83,8 +83,9 @@ class EarlyExitEngine:
         self.config.save(folder)
 
     def set_policy(self, threshold: float | None = None, criterion: str | None = None) -> None:
-        policy = ExitPolicy(self.policy.threshold if threshold is None else threshold,
-                            criterion or self.policy.criterion)
+        policy = ExitPolicy(
+            self.policy.threshold if threshold is None else threshold, criterion or self.policy.criterion
+        )
         self.policy = policy
         self.config.threshold, self.config.criterion = policy.threshold, policy.criterion
 
@@ -144,5 +145,8 @@ class EarlyExitEngine:
             result = request.infer(feeds)
             all_logits.append(np.array(result[self._logits_idx[k]]))
             if k < len(self.requests) - 1:
-                feeds = {"hidden_states": np.array(result[self._hidden_idx[k]]), "attention_mask": feeds["attention_mask"]}
+                feeds = {
+                    "hidden_states": np.array(result[self._hidden_idx[k]]),
+                    "attention_mask": feeds["attention_mask"],
+                }
         return np.stack(all_logits), all_feeds

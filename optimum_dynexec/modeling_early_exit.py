@@ -45,8 +45,15 @@ class OVModelForSequenceClassification(_OVModelForSequenceClassification):
     _exits_enabled: bool = False
 
     @classmethod
-    def from_pretrained(cls, model_id, *args, exit_threshold: float | None = None,
-                        exit_criterion: str | None = None, exits_enabled: bool = True, **kwargs):
+    def from_pretrained(
+        cls,
+        model_id,
+        *args,
+        exit_threshold: float | None = None,
+        exit_criterion: str | None = None,
+        exits_enabled: bool = True,
+        **kwargs,
+    ):
         """Loads a model as optimum-intel does, and its exit segments when the folder has a `dynexec_config.json`.
 
         Args:

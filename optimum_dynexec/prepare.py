@@ -92,8 +92,9 @@ def prepare_sentiment_classifier(
     for name in ("validation", "test"):
         probs = predict_classifier(model, tokenizer, splits[name].texts)
         metrics[f"{name}_accuracy"] = float((probs.argmax(-1) == splits[name].labels).mean())
-        metrics[f"{name}_majority_baseline"] = float(max(1 - sum(splits[name].labels) / len(splits[name]),
-                                                        sum(splits[name].labels) / len(splits[name])))
+        metrics[f"{name}_majority_baseline"] = float(
+            max(1 - sum(splits[name].labels) / len(splits[name]), sum(splits[name].labels) / len(splits[name]))
+        )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -102,15 +103,17 @@ def prepare_sentiment_classifier(
     return out
 
 
-def early_exit_export_dir(quantization: str = "fp32", target_agreement: float = 0.99,
-                         classifier: Path | None = None) -> Path:
+def early_exit_export_dir(
+    quantization: str = "fp32", target_agreement: float = 0.99, classifier: Path | None = None
+) -> Path:
     """Where `prepare_early_exit_export` puts the exported early-exit model for these settings."""
     classifier = classifier or sentiment_classifier_dir()
     return cache_dir("exports") / f"{classifier.name}-early-exit-{quantization}-agree{target_agreement:g}"
 
 
-def prepare_early_exit_export(quantization: str = "fp32", target_agreement: float = 0.99,
-                              classifier: Path | None = None, seed: int = 0) -> Path:
+def prepare_early_exit_export(
+    quantization: str = "fp32", target_agreement: float = 0.99, classifier: Path | None = None, seed: int = 0
+) -> Path:
     """Exports the fine-tuned sentiment classifier with exit heads (cached), trained on the train split.
 
     Args:
@@ -135,9 +138,14 @@ def prepare_early_exit_export(quantization: str = "fp32", target_agreement: floa
     load_sentiment_splits(seed)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    export_early_exit(classifier, tmp, train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
-                      target_agreement=target_agreement,
-                      quantization_config=quantization_config_from_flags(**flags[quantization]), seed=seed)
+    export_early_exit(
+        classifier,
+        tmp,
+        train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
+        target_agreement=target_agreement,
+        quantization_config=quantization_config_from_flags(**flags[quantization]),
+        seed=seed,
+    )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -152,10 +160,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)
     for quantization in ("fp32", "int8"):
-        logger.info("early-exit export (%s): %s", quantization, prepare_early_exit_export(quantization, classifier=path))
+        logger.info(
+            "early-exit export (%s): %s", quantization, prepare_early_exit_export(quantization, classifier=path)
+        )
     metrics = json.loads((path / "metrics.json").read_text())
-    logger.info("sentiment classifier: %s (test accuracy %.4f, majority baseline %.4f)", path,
-                metrics["test_accuracy"], metrics["test_majority_baseline"])
+    logger.info(
+        "sentiment classifier: %s (test accuracy %.4f, majority baseline %.4f)",
+        path,
+        metrics["test_accuracy"],
+        metrics["test_majority_baseline"],
+    )
 
 
 if __name__ == "__main__":

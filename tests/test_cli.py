@@ -25,8 +25,20 @@ def test_command_is_registered():
 
 def test_round_trip(tiny_bert, tiny_train_file, tmp_path):
     out = tmp_path / "ee"
-    result = run_cli("--model", tiny_bert, "--task", "text-classification", "--exit-layers", 1, 3,
-                     "--train-file", tiny_train_file, "--target-agreement", 0.95, out)
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--exit-layers",
+        1,
+        3,
+        "--train-file",
+        tiny_train_file,
+        "--target-agreement",
+        0.95,
+        out,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     config = load_dynexec_config(out)
     assert config.exit_layers == [1, 3] and config.target_agreement == 0.95
@@ -42,15 +54,25 @@ def test_csv_with_labels(tiny_bert, tmp_path):
     csv = tmp_path / "train.csv"
     rows = ["text,label"] + [f"{'good great' if i % 2 else 'bad awful'} film {i % 7},{i % 2}" for i in range(120)]
     csv.write_text("\n".join(rows) + "\n")
-    result = run_cli("--model", tiny_bert, "--task", "text-classification", "--exit-layers", 2,
-                     "--train-file", csv, tmp_path / "out")
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--exit-layers",
+        2,
+        "--train-file",
+        csv,
+        tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_dynexec_config(tmp_path / "out").exit_layers == [2]
 
 
 def test_missing_train_file_is_a_clean_error(tiny_bert, tmp_path):
-    result = run_cli("--model", tiny_bert, "--task", "text-classification", "--train-file", tmp_path / "nope.txt",
-                     tmp_path / "out")
+    result = run_cli(
+        "--model", tiny_bert, "--task", "text-classification", "--train-file", tmp_path / "nope.txt", tmp_path / "out"
+    )
     assert result.returncode == 2
     assert "nope.txt does not exist" in result.stderr and "Traceback" not in result.stderr
 
@@ -61,15 +83,39 @@ def test_no_text_is_a_clean_error(tiny_bert, tmp_path):
 
 
 def test_both_quantization_flags_is_a_clean_error(tiny_bert, tiny_train_file, tmp_path):
-    result = run_cli("--model", tiny_bert, "--task", "text-classification", "--train-file", tiny_train_file,
-                     "--quant-mode", "int8", "--weight-format", "int8", tmp_path / "out")
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--train-file",
+        tiny_train_file,
+        "--quant-mode",
+        "int8",
+        "--weight-format",
+        "int8",
+        tmp_path / "out",
+    )
     assert result.returncode == 2 and "not both" in result.stderr
 
 
 def test_quantized_round_trip(tiny_bert, tiny_train_file, tmp_path):
     out = tmp_path / "int8"
-    result = run_cli("--model", tiny_bert, "--task", "text-classification", "--train-file", tiny_train_file,
-                     "--quant-mode", "int8", "--num-samples", 32, "--max-train-samples", 200, out)
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--train-file",
+        tiny_train_file,
+        "--quant-mode",
+        "int8",
+        "--num-samples",
+        32,
+        "--max-train-samples",
+        200,
+        out,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_dynexec_config(out).quantization == {"quant_mode": "int8", "num_samples": 32}
     model = OVModelForSequenceClassification.from_pretrained(out)

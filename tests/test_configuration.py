@@ -6,9 +6,16 @@ from optimum_dynexec.configuration import CONFIG_NAME, EarlyExitConfig, load_dyn
 
 
 def test_round_trip(tmp_path):
-    config = EarlyExitConfig(num_hidden_layers=6, exit_layers=[1, 3], threshold=0.93, criterion="entropy",
-                             segments=["a.xml", "b.xml", "c.xml"], target_agreement=0.99,
-                             calibration={"agreement": 0.991}, quantization={"weight_format": "int8"})
+    config = EarlyExitConfig(
+        num_hidden_layers=6,
+        exit_layers=[1, 3],
+        threshold=0.93,
+        criterion="entropy",
+        segments=["a.xml", "b.xml", "c.xml"],
+        target_agreement=0.99,
+        calibration={"agreement": 0.991},
+        quantization={"weight_format": "int8"},
+    )
     config.save(tmp_path)
     assert load_dynexec_config(tmp_path) == config
     assert config.segment_layers == [(0, 1), (1, 3), (3, 6)]
@@ -40,7 +47,8 @@ def test_unknown_technique_and_keys(tmp_path):
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"technique": "teleport"}))
     with pytest.raises(ValueError, match="unknown technique"):
         load_dynexec_config(tmp_path)
-    (tmp_path / CONFIG_NAME).write_text(json.dumps({"technique": "early-exit", "num_hidden_layers": 4,
-                                                    "exit_layers": [1], "speed": 3}))
+    (tmp_path / CONFIG_NAME).write_text(
+        json.dumps({"technique": "early-exit", "num_hidden_layers": 4, "exit_layers": [1], "speed": 3})
+    )
     with pytest.raises(ValueError, match="speed"):
         load_dynexec_config(tmp_path)

@@ -73,7 +73,9 @@ def test_threshold_zero_exits_everyone_at_first_layer(model, tokenizer):
 
 def test_batch_gives_each_sample_its_own_result(model, tokenizer):
     out = model(**tokenizer(TEXTS, padding=True, return_tensors="np"))
-    assert len(set(out.exit_layers.tolist())) > 1, "the calibrated threshold should make samples exit at several layers"
+    assert len(set(out.exit_layers.tolist())) > 1, (
+        "the calibrated threshold should make samples exit at several layers"
+    )
     for i, text in enumerate(TEXTS):
         alone = model(**tokenizer([text], return_tensors="np"))
         assert alone.exit_layers[0] == out.exit_layers[i]
@@ -180,8 +182,7 @@ def test_export_rejects_bad_exit_layers(tiny_bert, tiny_train_file, tmp_path):
 
 
 def test_chosen_exit_layers(tiny_bert, tiny_train_file, tmp_path, tokenizer):
-    config = export_early_exit(tiny_bert, tmp_path, exit_layers=[2], train_file=tiny_train_file,
-                               max_train_samples=100)
+    config = export_early_exit(tiny_bert, tmp_path, exit_layers=[2], train_file=tiny_train_file, max_train_samples=100)
     assert config.exit_layers == [2] and len(config.segments) == 2
     m = OVModelForSequenceClassification.from_pretrained(tmp_path, ov_config=F32, exit_threshold=0.0)
     assert set(m(**tokenizer(TEXTS, padding=True, return_tensors="np")).exit_layers.tolist()) == {2}

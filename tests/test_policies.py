@@ -24,11 +24,13 @@ def test_policy_rejects_unknown_criterion():
 
 def test_simulate_exits_takes_first_confident_head_and_final_otherwise():
     # three heads, four samples: confident at head 0, at head 1, never, and confident only at head 0 for class 1
-    layer_logits = np.array([
-        [[5.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.0, 5.0]],
-        [[0.0, 0.0], [0.0, 5.0], [0.1, 0.0], [5.0, 0.0]],
-        [[1.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]],
-    ])
+    layer_logits = np.array(
+        [
+            [[5.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.0, 5.0]],
+            [[0.0, 0.0], [0.0, 5.0], [0.1, 0.0], [5.0, 0.0]],
+            [[1.0, 0.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]],
+        ]
+    )
     exit_index, logits = simulate_exits(layer_logits, 0.9)
     np.testing.assert_array_equal(exit_index, [0, 1, 2, 0])
     np.testing.assert_array_equal(logits, layer_logits[[0, 1, 2, 0], np.arange(4)])

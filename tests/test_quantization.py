@@ -15,8 +15,10 @@ from optimum_dynexec.exporters.quantization import quantization_config_from_flag
 
 def low_precision_constants(path) -> int:
     model = ov.Core().read_model(path)
-    return sum(op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.i8, ov.Type.u8)
-               for op in model.get_ops())
+    return sum(
+        op.get_type_name() == "Constant" and op.get_element_type() in (ov.Type.i8, ov.Type.u8)
+        for op in model.get_ops()
+    )
 
 
 def fake_quantizes(path) -> int:
@@ -25,12 +27,20 @@ def fake_quantizes(path) -> int:
 
 @pytest.mark.parametrize(
     "qconfig, record",
-    [(OVWeightQuantizationConfig(bits=8), {"weight_format": "int8", "sym": False}),
-     (OVQuantizationConfig(bits=8, num_samples=24), {"quant_mode": "int8", "num_samples": 24})],
+    [
+        (OVWeightQuantizationConfig(bits=8), {"weight_format": "int8", "sym": False}),
+        (OVQuantizationConfig(bits=8, num_samples=24), {"quant_mode": "int8", "num_samples": 24}),
+    ],
 )
 def test_every_part_is_compressed(tiny_bert, tiny_train_file, tmp_path, qconfig, record):
-    config = export_early_exit(tiny_bert, tmp_path, exit_layers=[1, 2], train_file=tiny_train_file,
-                               quantization_config=qconfig, max_train_samples=150)
+    config = export_early_exit(
+        tiny_bert,
+        tmp_path,
+        exit_layers=[1, 2],
+        train_file=tiny_train_file,
+        quantization_config=qconfig,
+        max_train_samples=150,
+    )
     assert config.quantization == record
     for part in ["openvino_model.xml", *config.segments]:
         assert low_precision_constants(tmp_path / part) > 0, part

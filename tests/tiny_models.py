@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-WORDS = ("good great fine bad awful terrible movie film plot actor day night love hate very not really the a it "
-         "was is and but so quite").split()
+WORDS = (
+    "good great fine bad awful terrible movie film plot actor day night love hate very not really the a it "
+    "was is and but so quite"
+).split()
 
 
 def make_tokenizer() -> BertTokenizerFast:
@@ -20,9 +22,16 @@ def make_tiny_bert(folder: Path, num_layers: int = 4, num_labels: int = 2, seed:
     """Saves a random `BertForSequenceClassification` with its tokenizer into `folder`."""
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=num_layers,
-                        num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
-                        num_labels=num_labels, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        pad_token_id=0,
+    )
     BertForSequenceClassification(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -45,9 +45,13 @@ class EarlyExitBenchConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "EarlyExitBenchConfig":
         data = json.loads(Path(path).read_text())
-        return cls(**data.get("bench", {}), quantization=data["export"]["quantization"],
-                   target_agreement=data["export"]["target_agreement"],
-                   max_train_samples=data["model"]["max_train_samples"], epochs=data["model"]["epochs"])
+        return cls(
+            **data.get("bench", {}),
+            quantization=data["export"]["quantization"],
+            target_agreement=data["export"]["target_agreement"],
+            max_train_samples=data["model"]["max_train_samples"],
+            epochs=data["model"]["epochs"],
+        )
 
 
 def _predict(model, batches) -> tuple[np.ndarray, np.ndarray | None]:
@@ -80,8 +84,10 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
     tokenizer = AutoTokenizer.from_pretrained(folders[config.quantization[0]])
     tok = dict(truncation=True, max_length=128, return_tensors="np")
     singles = [dict(tokenizer([t], **tok)) for t in test.texts[: config.latency_samples]]
-    batches = [dict(tokenizer(test.texts[i : i + config.batch_size], padding=True, **tok))
-               for i in range(0, len(test), config.batch_size)]
+    batches = [
+        dict(tokenizer(test.texts[i : i + config.batch_size], padding=True, **tok))
+        for i in range(0, len(test), config.batch_size)
+    ]
 
     plain = {q: PlainOVModel.from_pretrained(f) for q, f in folders.items()}
     ours = {q: OVModelForSequenceClassification.from_pretrained(f) for q, f in folders.items()}
@@ -105,13 +111,17 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
     reference = {q: _predict(plain[q], batches)[0] for q in folders}
     for q, name, threshold in tqdm(settings, desc="quality"):
         preds, exits = _predict(model_for(q, name, threshold), batches)
-        rows.append({
-            "precision": q, "setting": name, "threshold": threshold,
-            "accuracy": float((preds == labels).mean()),
-            "agreement_full_same_precision": float((preds == reference[q]).mean()),
-            "agreement_full_fp32": float((preds == reference[config.quantization[0]]).mean()),
-            "mean_exit_layer": float(plain[q].config.num_hidden_layers if exits is None else exits.mean()),
-        })
+        rows.append(
+            {
+                "precision": q,
+                "setting": name,
+                "threshold": threshold,
+                "accuracy": float((preds == labels).mean()),
+                "agreement_full_same_precision": float((preds == reference[q]).mean()),
+                "agreement_full_fp32": float((preds == reference[config.quantization[0]]).mean()),
+                "mean_exit_layer": float(plain[q].config.num_hidden_layers if exits is None else exits.mean()),
+            }
+        )
 
     # Every contender runs once per round, in turn, so slow drifts of the machine favour none; medians over rounds.
     timings: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
@@ -134,8 +144,12 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
         row["speedup_batch1_vs_fp32_plain"] = fp32["batch1_p50_ms"] / row["batch1_p50_ms"]
         row["speedup_batch32_vs_fp32_plain"] = row["batch32_texts_per_s"] / fp32["batch32_texts_per_s"]
     results = {
-        "model": str(classifier), "test_samples": len(test), "latency_samples": len(singles),
-        "batch_size": config.batch_size, "rounds": config.rounds, "calibrated_thresholds": calibrated,
+        "model": str(classifier),
+        "test_samples": len(test),
+        "latency_samples": len(singles),
+        "batch_size": config.batch_size,
+        "rounds": config.rounds,
+        "calibrated_thresholds": calibrated,
         "rows": rows,
     }
     output_dir = Path(output_dir)
@@ -153,16 +167,26 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, key, title in ((axes[0], "speedup_batch1_vs_fp32_plain", "batch 1 (p50 latency)"),
-                           (axes[1], "speedup_batch32_vs_fp32_plain", "batch 32 (throughput)")):
+    for ax, key, title in (
+        (axes[0], "speedup_batch1_vs_fp32_plain", "batch 1 (p50 latency)"),
+        (axes[1], "speedup_batch32_vs_fp32_plain", "batch 32 (throughput)"),
+    ):
         for q, marker in zip(sorted({r["precision"] for r in rows}), "os^"):
-            sweep = sorted((r for r in rows if r["precision"] == q and r["setting"].startswith("t=")),
-                           key=lambda r: r["threshold"])
+            sweep = sorted(
+                (r for r in rows if r["precision"] == q and r["setting"].startswith("t=")),
+                key=lambda r: r["threshold"],
+            )
             ax.plot([r[key] for r in sweep], [100 * r["accuracy"] for r in sweep], marker=marker, label=f"{q} sweep")
             for r in rows:
                 if r["precision"] == q and r["setting"] in ("plain", "calibrated"):
-                    ax.scatter(r[key], 100 * r["accuracy"], s=90, marker="*" if r["setting"] == "calibrated" else "D",
-                               label=f"{q} {r['setting']}", zorder=3)
+                    ax.scatter(
+                        r[key],
+                        100 * r["accuracy"],
+                        s=90,
+                        marker="*" if r["setting"] == "calibrated" else "D",
+                        label=f"{q} {r['setting']}",
+                        zorder=3,
+                    )
         ax.set_title(title)
         ax.set_xlabel("speedup vs optimum-intel FP32 full model")
         ax.grid(alpha=0.3)
@@ -175,8 +199,10 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
 
 
 def format_table(results: dict) -> str:
-    head = (f"{'precision':<9} {'setting':<15} {'acc%':>6} {'agree%':>7} {'exit':>5} {'b1 p50':>8} {'b1 p90':>8} "
-            f"{'x b1':>6} {'b32 t/s':>8} {'x b32':>6} {'x b1/fp32':>9} {'x b32/fp32':>10}")
+    head = (
+        f"{'precision':<9} {'setting':<15} {'acc%':>6} {'agree%':>7} {'exit':>5} {'b1 p50':>8} {'b1 p90':>8} "
+        f"{'x b1':>6} {'b32 t/s':>8} {'x b32':>6} {'x b1/fp32':>9} {'x b32/fp32':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
         lines.append(

@@ -20,24 +20,44 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
     required.add_argument("output", type=Path, help="Folder to write the OpenVINO model and dynexec_config.json to.")
     required.add_argument("--task", choices=TASKS, required=True, help="What the model does.")
     ee = parser.add_argument_group("Early exit (text-classification)")
-    ee.add_argument("--exit-layers", type=int, nargs="+", default=None,
-                    help="1-based encoder layers to exit after (default: every layer but the last).")
-    ee.add_argument("--train-file", type=Path, default=None,
-                    help="Text to train the exit heads on: a .txt (one text per line) or .csv (`text`, optional "
-                         "`label` column). Labels are used when given; unlabelled text suffices.")
-    ee.add_argument("--target-agreement", type=float, default=0.99,
-                    help="Calibrate the loosest threshold whose agreement with the full model on held-out text "
-                         "reaches this (default 0.99).")
-    ee.add_argument("--criterion", choices=("confidence", "entropy"), default="confidence",
-                    help="Exit score (default: confidence, the head's top probability).")
+    ee.add_argument(
+        "--exit-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="1-based encoder layers to exit after (default: every layer but the last).",
+    )
+    ee.add_argument(
+        "--train-file",
+        type=Path,
+        default=None,
+        help="Text to train the exit heads on: a .txt (one text per line) or .csv (`text`, optional "
+        "`label` column). Labels are used when given; unlabelled text suffices.",
+    )
+    ee.add_argument(
+        "--target-agreement",
+        type=float,
+        default=0.99,
+        help="Calibrate the loosest threshold whose agreement with the full model on held-out text "
+        "reaches this (default 0.99).",
+    )
+    ee.add_argument(
+        "--criterion",
+        choices=("confidence", "entropy"),
+        default="confidence",
+        help="Exit score (default: confidence, the head's top probability).",
+    )
     ee.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training texts.")
     ee.add_argument("--epochs", type=int, default=8, help="Exit-head training epochs (default 8).")
     ee.add_argument("--seed", type=int, default=0)
     q = parser.add_argument_group("NNCF compression (stacked on every part)")
-    q.add_argument("--quant-mode", choices=("int8",), default=None,
-                   help="Post-training INT8 quantization of weights and activations, calibrated on --train-file.")
-    q.add_argument("--weight-format", choices=("fp32", "int8", "int4"), default=None,
-                   help="Weight-only compression.")
+    q.add_argument(
+        "--quant-mode",
+        choices=("int8",),
+        default=None,
+        help="Post-training INT8 quantization of weights and activations, calibrated on --train-file.",
+    )
+    q.add_argument("--weight-format", choices=("fp32", "int8", "int4"), default=None, help="Weight-only compression.")
     q.add_argument("--num-samples", type=int, default=300, help="Calibration samples for --quant-mode.")
 
 

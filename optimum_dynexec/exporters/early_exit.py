@@ -55,17 +55,23 @@ def convert_segments(model: torch.nn.Module, heads: ExitHeads) -> list[ov.Model]
 def _split_holdout(data: TextDataset, fraction: float, seed: int) -> tuple[TextDataset, TextDataset]:
     order = np.random.default_rng(seed).permutation(len(data))
     n_hold = max(1, int(round(fraction * len(data)))) if len(data) > 1 else 0
+
     def pick(idx):
-        return TextDataset([data.texts[i] for i in idx], None if data.labels is None else [data.labels[i] for i in idx])
+        return TextDataset(
+            [data.texts[i] for i in idx], None if data.labels is None else [data.labels[i] for i in idx]
+        )
+
     return pick(order[n_hold:]), pick(order[:n_hold])
 
 
 def _batched_feeds(engine, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="np")
-        yield engine.first_feeds(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64),
-                                 enc.get("token_type_ids"))
+        enc = tokenizer(
+            texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
+        yield engine.first_feeds(
+            enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64), enc.get("token_type_ids")
+        )
 
 
 def export_early_exit(
@@ -148,8 +154,13 @@ def export_early_exit(
     else:
         training_config = training_config or ExitHeadTrainingConfig(seed=seed, max_length=max_length)
         heads = train_exit_heads(model, tokenizer, train_part, exit_layers, training_config)
-    config = EarlyExitConfig(num_hidden_layers=num_layers, exit_layers=heads.exit_layers, criterion=criterion,
-                             target_agreement=target_agreement, quantization=quant_record)
+    config = EarlyExitConfig(
+        num_hidden_layers=num_layers,
+        exit_layers=heads.exit_layers,
+        criterion=criterion,
+        target_agreement=target_agreement,
+        quantization=quant_record,
+    )
 
     # The full model, exported by optimum-intel itself, so that the plain class loads this folder unchanged.
     output.mkdir(parents=True, exist_ok=True)
@@ -176,8 +187,10 @@ def export_early_exit(
         del full
         for ext in (".xml", ".bin"):
             (output / f"tmp_full{ext}").replace(output / f"openvino_model{ext}")
-        segments = [quantization.compress(m, quantization_config, c)
-                    for m, c in tqdm(list(zip(segments, seg_calib)), desc="quantizing segments")]
+        segments = [
+            quantization.compress(m, quantization_config, c)
+            for m, c in tqdm(list(zip(segments, seg_calib)), desc="quantizing segments")
+        ]
         engine = EarlyExitEngine(segments, config)
         engine.compile(ov.Core(), "CPU", ov_config)
     elif ov_config is not None:
@@ -192,8 +205,13 @@ def export_early_exit(
         exit_index = simulate_exits(layer_logits, threshold, criterion)[0]
         stats["mean_exit_layer"] = float(np.asarray([*config.exit_layers, num_layers])[exit_index].mean())
         config.threshold, config.calibration = threshold, stats
-        logger.info("calibrated exit threshold %.6f: agreement %.4f, mean exit layer %.2f on %d held-out texts",
-                    threshold, stats["agreement"], stats["mean_exit_layer"], stats["num_samples"])
+        logger.info(
+            "calibrated exit threshold %.6f: agreement %.4f, mean exit layer %.2f on %d held-out texts",
+            threshold,
+            stats["agreement"],
+            stats["mean_exit_layer"],
+            stats["num_samples"],
+        )
     else:
         logger.warning("No calibration text: keeping the default exit threshold %.2f.", config.threshold)
     engine.save(output)

@@ -58,9 +58,7 @@ def get_adapter(model: nn.Module) -> EncoderAdapter:
     """
     model_type = model.config.model_type
     if model_type not in ADAPTERS:
-        raise ValueError(
-            f"Early exit does not support model type {model_type!r} yet; supported: {sorted(ADAPTERS)}."
-        )
+        raise ValueError(f"Early exit does not support model type {model_type!r} yet; supported: {sorted(ADAPTERS)}.")
     return ADAPTERS[model_type](model)
 
 

@@ -14,8 +14,9 @@ QUANT_MODES = ("int8",)
 WEIGHT_FORMATS = ("fp32", "int8", "int4")
 
 
-def quantization_config_from_flags(quant_mode: str | None = None, weight_format: str | None = None,
-                                   num_samples: int = 300):
+def quantization_config_from_flags(
+    quant_mode: str | None = None, weight_format: str | None = None, num_samples: int = 300
+):
     """The optimum-intel config for the CLI flags `--quant-mode` / `--weight-format` (or `None` for full precision).
 
     Raises:

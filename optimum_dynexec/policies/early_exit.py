@@ -103,6 +103,7 @@ def calibrate_threshold(
         scores = np.concatenate([exit_scores(x, criterion) for x in layer_logits[:-1]])
         candidates = np.unique(np.round(np.concatenate([scores, [1.0]]), 6))
     candidates = np.sort(np.asarray(candidates, dtype=np.float64))
+
     # Agreement is close to monotone in the threshold: bisect on the sorted candidates, then step up past any dip.
     def agreement(t: float) -> float:
         return float((simulate_exits(layer_logits, t, criterion)[1].argmax(-1) == reference).mean())

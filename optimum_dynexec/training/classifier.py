@@ -91,7 +91,10 @@ def fine_tune_classifier(
     for step in bar:
         idx = batches[step]
         enc = tokenizer(
-            [train.texts[i] for i in idx], padding=True, truncation=True, max_length=config.max_length,
+            [train.texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=config.max_length,
             return_tensors="pt",
         )
         loss = model(**enc, labels=labels[idx]).loss
@@ -102,8 +105,13 @@ def fine_tune_classifier(
         optimizer.zero_grad()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if ckpt is not None and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step + 1}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step + 1,
+            }
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").rename(ckpt)
     model.eval()
@@ -111,13 +119,15 @@ def fine_tune_classifier(
 
 
 @torch.no_grad()
-def predict_classifier(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int = 128,
-                       batch_size: int = 64) -> np.ndarray:
+def predict_classifier(
+    model: torch.nn.Module, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64
+) -> np.ndarray:
     """Class probabilities `(len(texts), num_labels)` of a PyTorch classifier."""
     model.eval()
     out = []
     for i in tqdm(range(0, len(texts), batch_size), desc="predicting", leave=False):
-        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         out.append(torch.softmax(model(**enc).logits.float(), -1).numpy())
     return np.concatenate(out)

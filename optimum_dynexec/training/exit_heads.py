@@ -120,7 +120,11 @@ class ExitHeadTrainingConfig:
 
 @torch.no_grad()
 def collect_layer_features(
-    model: nn.Module, tokenizer, texts: list[str], exit_layers: list[int], max_length: int = 128,
+    model: nn.Module,
+    tokenizer,
+    texts: list[str],
+    exit_layers: list[int],
+    max_length: int = 128,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs the frozen classifier once and keeps what the heads need.
@@ -132,8 +136,9 @@ def collect_layer_features(
     model.eval()
     pooled, teacher = [], []
     for i in tqdm(range(0, len(texts), batch_size), desc="encoding for exit heads"):
-        enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         out = model(**enc, output_hidden_states=True)
         pooled.append(torch.stack([masked_mean(out.hidden_states[k], enc["attention_mask"]) for k in exit_layers]))
         teacher.append(out.logits.float())
@@ -191,8 +196,10 @@ def train_exit_heads(
             for idx in torch.randperm(len(data), generator=generator).split(config.batch_size):
                 logits = head.classify(pooled[j, idx])
                 log_student = torch.log_softmax(logits / config.temperature, -1)
-                loss = (1 - label_weight) * config.temperature**2 * nn.functional.kl_div(
-                    log_student, soft_teacher[idx], reduction="batchmean"
+                loss = (
+                    (1 - label_weight)
+                    * config.temperature**2
+                    * nn.functional.kl_div(log_student, soft_teacher[idx], reduction="batchmean")
                 )
                 if label_weight:
                     loss = loss + label_weight * nn.functional.cross_entropy(logits, labels[idx])
