@@ -12,7 +12,9 @@ from .utils import cache_dir
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .utils import setup_logging
+
+    setup_logging(logging.WARNING)
     from .benchmark.early_exit import EarlyExitBenchConfig, format_table, run_benchmark
 
     sys.stdout.write("== Early exit: MiniLM-L6 sentiment classifier vs optimum-intel's full model ==\n")

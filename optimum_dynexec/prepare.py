@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-train-samples", type=int, default=DEFAULT_TRAIN_SAMPLES)
     parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .utils import setup_logging
+
+    setup_logging()
     path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)
     for quantization in ("fp32", "int8"):
         logger.info(

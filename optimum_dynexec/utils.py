@@ -52,3 +52,13 @@ def set_seed(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Shows this package's log records on stderr (for the command-line entry points; the library never calls it)."""
+    package_logger = logging.getLogger("optimum_dynexec")
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        package_logger.addHandler(handler)
+    package_logger.setLevel(level)

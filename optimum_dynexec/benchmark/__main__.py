@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -16,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     ee.add_argument("--rounds", type=int, default=None, help="override the config's timing rounds")
     ee.add_argument("--test-samples", type=int, default=None, help="use only the first N test texts")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..utils import setup_logging
+
+    setup_logging()
     if args.technique == "early-exit":
         from .early_exit import EarlyExitBenchConfig, format_table, run_benchmark
 

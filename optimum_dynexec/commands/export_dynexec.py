@@ -69,12 +69,9 @@ class DynexecExportCommand(BaseOptimumCLICommand):
         return parse_args_dynexec(parser)
 
     def run(self):
-        package_logger = logging.getLogger("optimum_dynexec")
-        if not package_logger.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-            package_logger.addHandler(handler)
-        package_logger.setLevel(logging.INFO)
+        from ..utils import setup_logging
+
+        setup_logging()
         try:
             self._run()
         except (ValueError, FileNotFoundError, TypeError) as error:
