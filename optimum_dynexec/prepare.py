@@ -108,7 +108,8 @@ def early_exit_export_dir(
 ) -> Path:
     """Where `prepare_early_exit_export` puts the exported early-exit model for these settings."""
     classifier = classifier or sentiment_classifier_dir()
-    return cache_dir("exports") / f"{classifier.name}-early-exit-{quantization}-agree{target_agreement:g}"
+    name = f"{classifier.name}-early-exit-{quantization}-agree{target_agreement:g}-exits-auto"
+    return cache_dir("exports") / name
 
 
 def prepare_early_exit_export(

@@ -27,5 +27,5 @@ def tiny_early_exit(tiny_bert, tiny_train_file, tmp_path_factory) -> Path:
     from optimum_dynexec import export_early_exit
 
     out = tmp_path_factory.mktemp("tiny_ee")
-    export_early_exit(tiny_bert, out, train_file=tiny_train_file, target_agreement=0.9)
+    export_early_exit(tiny_bert, out, exit_layers=None, train_file=tiny_train_file, target_agreement=0.9)
     return out

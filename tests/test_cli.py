@@ -77,6 +77,21 @@ def test_missing_train_file_is_a_clean_error(tiny_bert, tmp_path):
     assert "nope.txt does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_bad_exit_layers_is_a_clean_error(tiny_bert, tiny_train_file, tmp_path):
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--exit-layers",
+        "first",
+        "--train-file",
+        tiny_train_file,
+        tmp_path / "out",
+    )
+    assert result.returncode == 2 and "--exit-layers takes" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_no_text_is_a_clean_error(tiny_bert, tmp_path):
     result = run_cli("--model", tiny_bert, "--task", "text-classification", tmp_path / "out")
     assert result.returncode == 2 and "--train-file" in result.stderr and "Traceback" not in result.stderr

@@ -186,3 +186,12 @@ def test_chosen_exit_layers(tiny_bert, tiny_train_file, tmp_path, tokenizer):
     assert config.exit_layers == [2] and len(config.segments) == 2
     m = OVModelForSequenceClassification.from_pretrained(tmp_path, ov_config=F32, exit_threshold=0.0)
     assert set(m(**tokenizer(TEXTS, padding=True, return_tensors="np")).exit_layers.tolist()) == {2}
+
+
+def test_auto_exit_layers_keep_a_subset_that_runs(tiny_bert, tiny_train_file, tmp_path, tokenizer):
+    config = export_early_exit(tiny_bert, tmp_path, train_file=tiny_train_file, max_train_samples=200)
+    assert config.exit_layers and set(config.exit_layers) <= {1, 2, 3}
+    assert len(config.segments) == len(config.exit_layers) + 1
+    m = OVModelForSequenceClassification.from_pretrained(tmp_path, ov_config=F32)
+    out = m(**tokenizer(TEXTS, padding=True, return_tensors="np"))
+    assert set(out.exit_layers.tolist()) <= {*config.exit_layers, 4}

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from optimum_dynexec.policies import ExitPolicy, calibrate_threshold, exit_scores, simulate_exits
+from optimum_dynexec.policies import (
+    ExitPolicy,
+    calibrate_threshold,
+    exit_scores,
+    expected_cost,
+    select_exits,
+    simulate_exits,
+)
 
 
 def test_exit_scores_confidence_and_entropy():
@@ -57,3 +64,22 @@ def test_calibrate_returns_loosest_threshold_meeting_target():
 def test_calibrate_rejects_bad_target():
     with pytest.raises(ValueError, match="target_agreement"):
         calibrate_threshold(np.zeros((2, 3, 2)), 1.5)
+
+
+def test_expected_cost_counts_layers_and_calls():
+    costs = np.array([1.0, 1.0, 1.0])  # two candidate exits, then the final segment
+    # one sample exits at the first kept exit, one runs to the end through both
+    assert expected_cost(np.array([0, 2]), [0, 1], costs, 0.5) == pytest.approx(((1 + 0.5) + (3 + 1.5)) / 2)
+    # dropping the second candidate: the late sample makes one call fewer
+    assert expected_cost(np.array([0, 1]), [0], costs, 0.5) == pytest.approx(((1 + 0.5) + (3 + 1.0)) / 2)
+
+
+def test_select_exits_drops_an_exit_nobody_takes():
+    rng = np.random.default_rng(1)
+    final = rng.normal(size=(300, 2)) * 4
+    confident_early = final * 3  # head 0 agrees with the final classifier and is sure of itself
+    useless = np.zeros_like(final)  # head 1 never reaches a threshold, so it only costs a call
+    layer_logits = np.stack([confident_early, useless, final])
+    chosen, threshold, stats = select_exits(layer_logits, np.array([1.0, 1.0, 1.0]), 0.5, target_agreement=1.0)
+    assert chosen == [0]
+    assert stats["agreement"] == 1.0 and stats["expected_cost"] < stats["expected_cost_full"]

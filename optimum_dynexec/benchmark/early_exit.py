@@ -124,24 +124,33 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
         )
 
     # Every contender runs once per round, in turn, so slow drifts of the machine favour none; medians over rounds.
-    timings: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    timings: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     for _ in tqdm(range(config.rounds), desc="timing rounds"):
         for setting in settings:
             model = model_for(*setting)
             latencies = time_calls(model, singles)
             throughput = _throughput(model, batches, len(test))
             timings.setdefault(setting[:2], []).append(
-                (np.percentile(latencies, 50), np.percentile(latencies, 90), throughput)
+                (latencies.mean(), np.percentile(latencies, 50), np.percentile(latencies, 90), throughput)
             )
     for row in rows:
-        p50, p90, tput = np.median(np.array(timings[(row["precision"], row["setting"])]), axis=0)
-        row.update({"batch1_p50_ms": 1e3 * p50, "batch1_p90_ms": 1e3 * p90, "batch32_texts_per_s": tput})
+        mean, p50, p90, tput = np.median(np.array(timings[(row["precision"], row["setting"])]), axis=0)
+        row.update(
+            {
+                "batch1_mean_ms": 1e3 * mean,
+                "batch1_p50_ms": 1e3 * p50,
+                "batch1_p90_ms": 1e3 * p90,
+                "batch32_texts_per_s": tput,
+            }
+        )
     for row in rows:
         same = next(r for r in rows if r["precision"] == row["precision"] and r["setting"] == "plain")
         fp32 = next(r for r in rows if r["precision"] == config.quantization[0] and r["setting"] == "plain")
-        row["speedup_batch1"] = same["batch1_p50_ms"] / row["batch1_p50_ms"]
+        # batch-1 speedup from the mean latency (texts per second at batch 1); the p50 ratio flatters early exit
+        row["speedup_batch1"] = same["batch1_mean_ms"] / row["batch1_mean_ms"]
+        row["speedup_batch1_p50"] = same["batch1_p50_ms"] / row["batch1_p50_ms"]
         row["speedup_batch32"] = row["batch32_texts_per_s"] / same["batch32_texts_per_s"]
-        row["speedup_batch1_vs_fp32_plain"] = fp32["batch1_p50_ms"] / row["batch1_p50_ms"]
+        row["speedup_batch1_vs_fp32_plain"] = fp32["batch1_mean_ms"] / row["batch1_mean_ms"]
         row["speedup_batch32_vs_fp32_plain"] = row["batch32_texts_per_s"] / fp32["batch32_texts_per_s"]
     results = {
         "model": str(classifier),
@@ -207,8 +216,10 @@ def format_table(results: dict) -> str:
     for r in results["rows"]:
         lines.append(
             f"{r['precision']:<9} {r['setting']:<15} {100 * r['accuracy']:6.2f} "
-            f"{100 * r['agreement_full_same_precision']:7.2f} {r['mean_exit_layer']:5.2f} {r['batch1_p50_ms']:7.2f}ms "
-            f"{r['batch1_p90_ms']:7.2f}ms {r['speedup_batch1']:6.2f} {r['batch32_texts_per_s']:8.0f} "
+            f"{100 * r['agreement_full_same_precision']:7.2f} {r['mean_exit_layer']:5.2f} "
+            f"{r['batch1_mean_ms']:6.2f}ms "
+            f"{r['batch1_p50_ms']:6.2f}ms "
+            f"{r['batch1_p90_ms']:6.2f}ms {r['speedup_batch1']:6.2f} {r['batch32_texts_per_s']:8.0f} "
             f"{r['speedup_batch32']:6.2f} {r['speedup_batch1_vs_fp32_plain']:9.2f} "
             f"{r['speedup_batch32_vs_fp32_plain']:10.2f}"
         )

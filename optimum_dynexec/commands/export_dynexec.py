@@ -22,10 +22,10 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
     ee = parser.add_argument_group("Early exit (text-classification)")
     ee.add_argument(
         "--exit-layers",
-        type=int,
         nargs="+",
-        default=None,
-        help="1-based encoder layers to exit after (default: every layer but the last).",
+        default=["auto"],
+        help="1-based encoder layers to exit after; `auto` (default) trains a head after every layer but the last "
+        "and keeps the subset with the lowest expected cost at the target agreement; `all` keeps every one.",
     )
     ee.add_argument(
         "--train-file",
@@ -82,6 +82,7 @@ class DynexecExportCommand(BaseOptimumCLICommand):
         from ..exporters.quantization import quantization_config_from_flags
 
         args = self.args
+        exit_layers = _parse_exit_layers(args.exit_layers)
         qconfig = quantization_config_from_flags(args.quant_mode, args.weight_format, args.num_samples)
         if args.task == "text-classification":
             from ..exporters.early_exit import export_early_exit
@@ -90,7 +91,7 @@ class DynexecExportCommand(BaseOptimumCLICommand):
             config = export_early_exit(
                 args.model,
                 args.output,
-                exit_layers=args.exit_layers,
+                exit_layers=exit_layers,
                 train_file=args.train_file,
                 target_agreement=args.target_agreement,
                 criterion=args.criterion,
@@ -100,3 +101,14 @@ class DynexecExportCommand(BaseOptimumCLICommand):
                 seed=args.seed,
             )
             logger.info("wrote %s: exit layers %s, threshold %.6f", args.output, config.exit_layers, config.threshold)
+
+
+def _parse_exit_layers(values: list[str]) -> list[int] | str | None:
+    if values == ["auto"]:
+        return "auto"
+    if values == ["all"]:
+        return None
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--exit-layers takes `auto`, `all` or layer numbers, got {' '.join(values)}.") from None

@@ -7,6 +7,7 @@ exit segment under `early_exit/`, and `dynexec_config.json` with the exit layers
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..configuration import EarlyExitConfig
 from ..data import TextDataset, read_text_file
-from ..policies import calibrate_threshold, simulate_exits
+from ..policies import calibrate_threshold, select_exits, simulate_exits
 from ..training.exit_heads import HEADS_CONFIG, ExitHeads, ExitHeadTrainingConfig, train_exit_heads
 from . import quantization
 from .encoder_segments import build_segments
@@ -74,10 +75,34 @@ def _batched_feeds(engine, tokenizer, texts: list[str], max_length: int, batch_s
         )
 
 
+def _segment_costs(engine, feeds: list[dict], full_request) -> tuple[np.ndarray, float]:
+    """Measures the cost model of `policies.select_exits` at batch 1: per-segment compute and per-call overhead.
+
+    Each segment is timed on its own inputs; the overhead of a call is what the segments cost beyond the full model,
+    spread over the extra calls.
+    """
+    per_segment = np.zeros(len(engine.requests))
+    inputs = [engine.run_all(f)[1] for f in feeds]
+    for _ in range(2):  # the first pass warms up
+        per_segment[:] = 0.0
+        for segment_feeds in inputs:
+            for k, request in enumerate(engine.requests):
+                start = time.perf_counter()
+                request.infer(segment_feeds[k])
+                per_segment[k] += time.perf_counter() - start
+        full = 0.0
+        for f in feeds:
+            start = time.perf_counter()
+            full_request.infer(f)
+            full += time.perf_counter() - start
+    overhead = max(0.0, (per_segment.sum() - full) / max(1, len(per_segment) - 1))
+    return np.maximum(per_segment - overhead, 1e-9) / len(feeds), overhead / len(feeds)
+
+
 def export_early_exit(
     model_name_or_path: str | Path,
     output: str | Path,
-    exit_layers: list[int] | None = None,
+    exit_layers: list[int] | str | None = "auto",
     train_file: str | Path | None = None,
     train_data: TextDataset | None = None,
     target_agreement: float = 0.99,
@@ -96,7 +121,9 @@ def export_early_exit(
         model_name_or_path (`str` or `Path`): a local transformers folder of a fine-tuned sequence classifier. If it
             holds `exit_heads.json` (from `ExitHeads.save_pretrained`), those heads are used instead of training.
         output (`str` or `Path`): the folder to write.
-        exit_layers (`list[int]`, *optional*): 1-based layers to exit after; every layer but the last by default.
+        exit_layers (`list[int]` or `"auto"`, defaults to `"auto"`): 1-based layers to exit after. `"auto"` trains a
+            head after every layer but the last, then keeps the subset with the lowest expected batch-1 cost at the
+            target agreement (every exit costs a segment call); `None` keeps them all.
         train_file (`str` or `Path`, *optional*): `.txt` or `.csv` text to train the heads on and calibrate with.
         train_data (`TextDataset`, *optional*): the same, in memory (instead of `train_file`).
         target_agreement (`float`, defaults to 0.99): the calibrated threshold is the loosest whose predictions
@@ -123,11 +150,14 @@ def export_early_exit(
 
     from ..early_exit_engine import EarlyExitEngine
 
+    # Phase 1, check the request before any heavy work.
     model_path, output = Path(model_name_or_path), Path(output)
     if not (model_path / "config.json").is_file():
         raise FileNotFoundError(f"{model_path} is not a transformers model folder (no config.json).")
     if not 0.0 < target_agreement <= 1.0:
         raise ValueError(f"target_agreement must be in (0, 1], got {target_agreement}.")
+    if isinstance(exit_layers, str) and exit_layers != "auto":
+        raise ValueError(f"exit_layers must be a list of layers, 'auto' or None, got {exit_layers!r}.")
     quant_record = quantization.describe(quantization_config)
     if train_file is not None:
         train_data = read_text_file(train_file)
@@ -139,21 +169,29 @@ def export_early_exit(
         )
     if train_data is None and quantization.needs_calibration(quantization_config):
         raise ValueError("--quant-mode int8 calibrates activations on text: pass --train-file.")
+    auto = exit_layers == "auto"
+    candidates = None if auto else exit_layers
 
+    # Phase 2, exit heads: trained by self-distillation, or loaded.
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32).eval()
     num_layers = model.config.num_hidden_layers
-    calibration = None
+    calibration = train_part = None
     if train_data is not None:
-        train_data = train_data.subset(max_train_samples)
-        train_part, calibration = _split_holdout(train_data, calibration_fraction, seed)
+        train_part, calibration = _split_holdout(train_data.subset(max_train_samples), calibration_fraction, seed)
     if has_saved_heads:
         heads = ExitHeads.from_pretrained(model_path)
-        if exit_layers is not None and list(exit_layers) != heads.exit_layers:
-            raise ValueError(f"{model_path} holds heads for layers {heads.exit_layers}, not {list(exit_layers)}.")
+        if candidates is not None and list(candidates) != heads.exit_layers:
+            raise ValueError(f"{model_path} holds heads for layers {heads.exit_layers}, not {list(candidates)}.")
     else:
         training_config = training_config or ExitHeadTrainingConfig(seed=seed, max_length=max_length)
-        heads = train_exit_heads(model, tokenizer, train_part, exit_layers, training_config)
+        heads = train_exit_heads(model, tokenizer, train_part, candidates, training_config)
+
+    # Phase 3, the full model by optimum-intel itself (so the plain class loads this folder), and the segments.
+    output.mkdir(parents=True, exist_ok=True)
+    main_export(str(model_path), output, task="text-classification", library_name="transformers")
+    full_path = output / "openvino_model.xml"
+    core = ov.Core()
     config = EarlyExitConfig(
         num_hidden_layers=num_layers,
         exit_layers=heads.exit_layers,
@@ -161,27 +199,46 @@ def export_early_exit(
         target_agreement=target_agreement,
         quantization=quant_record,
     )
-
-    # The full model, exported by optimum-intel itself, so that the plain class loads this folder unchanged.
-    output.mkdir(parents=True, exist_ok=True)
-    main_export(str(model_path), output, task="text-classification", library_name="transformers")
-    full_path = output / "openvino_model.xml"
     segments = convert_segments(model, heads)
-    config.segments = [f"{SEGMENT_DIR}/segment_{k}.xml" for k in range(len(segments))]
     engine = EarlyExitEngine(segments, config)
-    engine.compile(ov.Core(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    engine.compile(core, "CPU", ov_config)
+    have_text = calibration is not None and len(calibration) > 0
+    if auto and have_text and len(heads.exit_layers) > 1:
+        # Phase 4, keep the exits that pay for their segment call.
+        layer_logits = np.concatenate(
+            [engine.run_all(f)[0] for f in _batched_feeds(engine, tokenizer, calibration.texts, max_length)], axis=1
+        )
+        singles = list(_batched_feeds(engine, tokenizer, calibration.texts[:64], max_length, batch_size=1))
+        costs, overhead = _segment_costs(
+            engine, singles, core.compile_model(full_path, "CPU", ov_config or {}).create_infer_request()
+        )
+        chosen, _, stats = select_exits(layer_logits, costs, overhead, target_agreement, criterion)
+        keep = [heads.exit_layers[i] for i in chosen]
+        logger.info(
+            "exit layers %s chosen among %s: expected batch-1 cost %.3f ms vs %.3f ms for the full model",
+            keep,
+            heads.exit_layers,
+            1e3 * stats["expected_cost"],
+            1e3 * stats["expected_cost_full"],
+        )
+        heads = heads.select(keep)
+        config.exit_layers = keep
+        segments = convert_segments(model, heads)
+        engine = EarlyExitEngine(segments, config)
+        engine.compile(core, "CPU", ov_config)
+    config.segments = [f"{SEGMENT_DIR}/segment_{k}.xml" for k in range(len(segments))]
 
+    # Phase 5, NNCF on every part, activations calibrated on the training text as each segment sees it.
     if quantization_config is not None:
         full_calib, seg_calib = None, [None] * len(segments)
         if quantization.needs_calibration(quantization_config):
-            n = min(len(calibration.texts) + len(train_part.texts), quantization_config.num_samples or 300)
+            n = min(len(train_data), quantization_config.num_samples or 300)
             texts = (train_part.texts + calibration.texts)[:n]
             full_calib, seg_calib = [], [[] for _ in segments]
             for feeds in _batched_feeds(engine, tokenizer, texts, max_length, batch_size=1):
                 full_calib.append(feeds)
                 for k, f in enumerate(engine.run_all(feeds)[1]):
                     seg_calib[k].append(f)
-        core = ov.Core()
         full = quantization.compress(core.read_model(full_path), quantization_config, full_calib)
         ov.save_model(full, output / "tmp_full.xml", compress_to_fp16=False)
         del full
@@ -192,12 +249,10 @@ def export_early_exit(
             for m, c in tqdm(list(zip(segments, seg_calib)), desc="quantizing segments")
         ]
         engine = EarlyExitEngine(segments, config)
-        engine.compile(ov.Core(), "CPU", ov_config)
-    elif ov_config is not None:
-        engine = EarlyExitEngine(segments, config)
-        engine.compile(ov.Core(), "CPU", ov_config)
+        engine.compile(core, "CPU", ov_config)
 
-    if calibration is not None and len(calibration) > 0:
+    # Phase 6, the threshold, calibrated on held-out text with the parts as they will run.
+    if have_text:
         layer_logits = np.concatenate(
             [engine.run_all(f)[0] for f in _batched_feeds(engine, tokenizer, calibration.texts, max_length)], axis=1
         )

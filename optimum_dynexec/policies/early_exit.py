@@ -124,3 +124,60 @@ def calibrate_threshold(
         "num_samples": int(layer_logits.shape[1]),
     }
     return threshold, stats
+
+
+def expected_cost(exit_index: np.ndarray, chosen: list[int], segment_costs: np.ndarray, call_overhead: float) -> float:
+    """Mean cost per sample when exits sit after the candidate positions `chosen`.
+
+    Args:
+        exit_index (`np.ndarray` of shape `(batch,)`): the exit each sample takes among `chosen` plus the final one.
+        chosen (`list[int]`): 0-based indices of the candidate exits kept, increasing.
+        segment_costs (`np.ndarray` of shape `(num_candidates + 1,)`): the compute cost of the layers between
+            consecutive candidate exits (the first includes the embeddings), without the per-call overhead.
+        call_overhead (`float`): the fixed cost of running one segment.
+    """
+    ends = np.asarray([*chosen, len(segment_costs) - 1])
+    cumulative = np.cumsum(segment_costs)
+    return float((cumulative[ends[exit_index]] + call_overhead * (exit_index + 1)).mean())
+
+
+def select_exits(
+    layer_logits: np.ndarray,
+    segment_costs: np.ndarray,
+    call_overhead: float,
+    target_agreement: float,
+    criterion: str = "confidence",
+) -> tuple[list[int], float, dict]:
+    """Picks which candidate exits to keep: the subset whose calibrated threshold gives the lowest expected cost.
+
+    Every exit costs a segment call, so an exit that few samples take can cost more than it saves. Each non-empty
+    subset of candidates is calibrated to `target_agreement` and priced with `expected_cost`.
+
+    Args:
+        layer_logits (`np.ndarray` of shape `(num_candidates + 1, batch, num_labels)`): held-out logits of every
+            candidate head, the final classifier last.
+        segment_costs, call_overhead: the cost model, as in `expected_cost`.
+        target_agreement (`float`), criterion (`str`): as in `calibrate_threshold`.
+
+    Returns:
+        `(chosen, threshold, stats)`: 0-based candidate indices kept, their threshold, and calibration stats plus
+        `expected_cost` and `expected_cost_full` (the cost model's price of the full model).
+    """
+    import itertools
+
+    n = layer_logits.shape[0] - 1
+    if n > 15:
+        raise ValueError(f"Exit selection searches every subset; {n} candidates are too many, give --exit-layers.")
+    best = None
+    for r in range(1, n + 1):
+        for chosen in itertools.combinations(range(n), r):
+            subset = layer_logits[[*chosen, n]]
+            threshold, stats = calibrate_threshold(subset, target_agreement, criterion)
+            cost = expected_cost(
+                simulate_exits(subset, threshold, criterion)[0], list(chosen), segment_costs, call_overhead
+            )
+            if best is None or cost < best[0]:
+                best = (cost, list(chosen), threshold, stats)
+    cost, chosen, threshold, stats = best
+    stats = {**stats, "expected_cost": cost, "expected_cost_full": float(segment_costs.sum() + call_overhead)}
+    return chosen, threshold, stats

@@ -63,6 +63,16 @@ class ExitHeads(nn.ModuleDict):
     def head(self, layer: int) -> ExitHead:
         return self[str(layer)]
 
+    def select(self, layers: list[int]) -> "ExitHeads":
+        """The heads of `layers` only (shared, not copied)."""
+        missing = sorted(set(layers) - set(self.exit_layers))
+        if missing:
+            raise ValueError(f"No exit heads for layers {missing}; these heads cover {self.exit_layers}.")
+        selected = ExitHeads(list(layers), self.hidden_size, self.num_labels)
+        for layer in layers:
+            selected[str(layer)] = self.head(layer)
+        return selected
+
     def save_pretrained(self, folder: str | Path) -> None:
         """Writes `exit_heads.safetensors` and `exit_heads.json` into `folder`."""
         folder = Path(folder)
