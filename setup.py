@@ -26,9 +26,17 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "bench": ["matplotlib>=3.8"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
-    "train": [],
+    "train": ["gguf==0.19.0"],
     "diffusion": ["diffusers==0.39.0"],
-    "dev": ["pytest>=8", "ruff>=0.6", "matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+    "dev": [
+        "gguf==0.19.0",
+        "pytest>=8",
+        "ruff>=0.6",
+        "matplotlib>=3.8",
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
+    ],
 }
 
 setup(

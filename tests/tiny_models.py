@@ -44,3 +44,34 @@ def random_texts(n: int, seed: int = 0, max_words: int = 12) -> list[str]:
         k = int(torch.randint(1, max_words, (1,), generator=g))
         out.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (k,), generator=g)))
     return out
+
+
+def make_tiny_llama(
+    folder: Path, vocab_size: int = 96, num_layers: int = 2, seed: int = 0, max_position_embeddings: int = 256
+) -> Path:
+    """Exports a random Llama causal LM with optimum-intel (stateful) into `folder` and returns it."""
+    from optimum.intel import OVModelForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    hf = folder / "hf"
+    model = LlamaForCausalLM(config).eval()
+    # sharpen the output so greedy text is not a tie-break lottery and sampling has structure
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(hf)
+    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(folder / "ov")
+    return folder / "ov"

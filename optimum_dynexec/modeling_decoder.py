@@ -1,0 +1,120 @@
+"""`OVModelForCausalLM` whose stateful KV cache can roll back: assisted generation and prompt lookup work.
+
+A drop-in for optimum-intel's class of the same name. `generate(assistant_model=...)` and
+`generate(prompt_lookup_num_tokens=k)` run transformers' own speculative loop (its arguments
+`num_assistant_tokens`, `num_assistant_tokens_schedule`, `assistant_confidence_threshold`, `do_sample` are honoured),
+with rejected draft tokens trimmed from the OpenVINO states after each verification.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
+
+from .kv_cache import StatefulKVCache
+
+logger = logging.getLogger(__name__)
+
+
+def _lookahead_arguments(kwargs: dict, generation_config) -> dict[str, int]:
+    names = ("num_assistant_tokens", "prompt_lookup_num_tokens")
+    values = {
+        n: kwargs.get(n, getattr(generation_config, n, None) if generation_config is not None else None) for n in names
+    }
+    return {n: v for n, v in values.items() if v is not None}
+
+
+class OVModelForCausalLM(_OVModelForCausalLM):
+    """optimum-intel's `OVModelForCausalLM` with KV-cache rollback, so that speculative decoding works.
+
+    Example:
+        >>> target = OVModelForCausalLM.from_pretrained("smollm2-ov")
+        >>> draft = OVModelForCausalLM.from_pretrained("smollm2-draft-ov")
+        >>> target.generate(**inputs, assistant_model=draft, max_new_tokens=64)  # the target's own greedy text
+        >>> target.generate(**inputs, prompt_lookup_num_tokens=5, max_new_tokens=64)  # copies from the prompt
+    """
+
+    def forward(
+        self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, token_type_ids=None, **kwargs
+    ):
+        out = super().forward(input_ids, attention_mask, past_key_values, position_ids, token_type_ids, **kwargs)
+        if self.stateful:
+            out.past_key_values = StatefulKVCache(self)
+        return out
+
+    def generate(self, inputs=None, generation_config=None, *args, assistant_model=None, **kwargs):
+        """transformers' `generate`, with checks that give clear errors for speculative decoding.
+
+        Raises:
+            `ValueError`: for a lookahead of zero or less, a batch of more than one sequence when speculating, a
+                draft whose vocabulary differs from the target's, a stateless export, or a requested length beyond
+                the model's context.
+            `TypeError`: when `assistant_model` is not a causal LM.
+        """
+        lookahead = _lookahead_arguments(kwargs, generation_config)
+        speculative = assistant_model is not None or lookahead.get("prompt_lookup_num_tokens") is not None
+        for name, value in lookahead.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive number of tokens, got {value!r}.")
+        input_ids = kwargs.get("input_ids", inputs)
+        if input_ids is not None:
+            self._check_length(input_ids.shape[-1], kwargs, generation_config)
+        if speculative:
+            if not self.stateful:
+                raise ValueError("Speculative decoding needs a stateful export (the default of optimum-intel).")
+            if input_ids is not None and input_ids.shape[0] > 1:
+                raise ValueError(
+                    f"Speculative decoding supports one sequence at a time, got a batch of {input_ids.shape[0]}: "
+                    "call generate per prompt, or drop assistant_model / prompt_lookup_num_tokens."
+                )
+        if assistant_model is not None:
+            assistant_model = self._as_rollback_model(assistant_model)
+        out = super().generate(inputs, generation_config, *args, assistant_model=assistant_model, **kwargs)
+        if speculative and input_ids is not None:
+            out = self._clip_to_max_new_tokens(out, input_ids.shape[-1], kwargs, generation_config)
+        return out
+
+    @staticmethod
+    def _clip_to_max_new_tokens(out, prompt_length: int, kwargs: dict, generation_config):
+        """transformers' prompt-lookup loop can accept one verified token past `max_new_tokens`: drop it."""
+        new = kwargs.get("max_new_tokens", getattr(generation_config, "max_new_tokens", None))
+        if new is None:
+            return out
+        limit = prompt_length + new
+        if isinstance(out, torch.Tensor):
+            return out[:, :limit]
+        if getattr(out, "sequences", None) is not None and out.sequences.shape[-1] > limit:
+            out.sequences = out.sequences[:, :limit]
+        return out
+
+    def _check_length(self, prompt_length: int, kwargs: dict, generation_config) -> None:
+        limit = getattr(self.config, "max_position_embeddings", None)
+        new = kwargs.get("max_new_tokens", getattr(generation_config, "max_new_tokens", None))
+        if limit is not None and new is not None and prompt_length + new > limit:
+            raise ValueError(
+                f"The prompt ({prompt_length} tokens) plus max_new_tokens ({new}) exceeds the model's context of "
+                f"{limit} tokens; lower max_new_tokens to at most {max(0, limit - prompt_length)}."
+            )
+
+    def _as_rollback_model(self, assistant):
+        """Checks the draft and gives an optimum-intel OpenVINO draft the same rollback as this class."""
+        if not getattr(assistant, "can_generate", lambda: False)():
+            raise TypeError(f"assistant_model must be a causal LM that can generate, got {type(assistant).__name__}.")
+        target_vocab, draft_vocab = self.config.vocab_size, assistant.config.vocab_size
+        if target_vocab != draft_vocab:
+            raise ValueError(
+                f"The draft's vocabulary ({draft_vocab} tokens) differs from the target's ({target_vocab}): a draft "
+                "must share the target's tokenizer."
+            )
+        if isinstance(assistant, _OVModelForCausalLM) and not isinstance(assistant, OVModelForCausalLM):
+            if type(assistant) is not _OVModelForCausalLM:
+                raise TypeError(
+                    f"Load the draft with optimum_dynexec.OVModelForCausalLM (got {type(assistant).__name__}) so its "
+                    "KV cache can roll back."
+                )
+            if not assistant.stateful:
+                raise ValueError("The OpenVINO draft must be a stateful export to roll its KV cache back.")
+            assistant.__class__ = OVModelForCausalLM  # same state, plus rollback: nothing else changes
+        return assistant
