@@ -13,8 +13,28 @@ CONFIG_NAME = "dynexec_config.json"
 EXIT_CRITERIA = ("confidence", "entropy")
 
 
+class JsonConfig:
+    """`dynexec_config.json` round trip shared by the technique configs (dataclasses)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} keys {sorted(unknown)}.")
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> Path:
+        """Writes `dynexec_config.json` into `folder` and returns its path."""
+        path = Path(folder) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
 @dataclass
-class EarlyExitConfig:
+class EarlyExitConfig(JsonConfig):
     """How an encoder classifier exits early.
 
     Args:
@@ -68,23 +88,6 @@ class EarlyExitConfig:
         bounds = [0, *self.exit_layers, self.num_hidden_layers]
         return list(zip(bounds[:-1], bounds[1:]))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EarlyExitConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Unknown early-exit config keys {sorted(unknown)}.")
-        return cls(**data)
-
-    def save(self, folder: str | Path) -> Path:
-        """Writes `dynexec_config.json` into `folder` and returns its path."""
-        path = Path(folder) / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
 
 def validate_exit_layers(exit_layers: list[int], num_hidden_layers: int) -> None:
     """Raises `ValueError` unless `exit_layers` is a non-empty, strictly increasing list inside `[1, L-1]`."""
@@ -105,10 +108,76 @@ def validate_threshold(threshold: float) -> None:
         raise ValueError(f"exit threshold must be a number in [0, 1], got {threshold!r}.")
 
 
-TECHNIQUES = {"early-exit": EarlyExitConfig}
+LOOKAHEAD_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
 
-def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | None:
+@dataclass
+class SpeculativeConfig(JsonConfig):
+    """How a causal LM speculates by default (transformers' own assisted-generation arguments).
+
+    Args:
+        draft (`str`, *optional*): subfolder holding the draft model; `None` drafts by prompt lookup.
+        num_assistant_tokens (`int`, defaults to 5): draft tokens per target call to start with.
+        num_assistant_tokens_schedule (`str`, defaults to `"heuristic"`): `"constant"`, or `"heuristic"` (grow by 2
+            after a full acceptance, shrink by 1 after a rejection), or `"heuristic_transient"` (the same, reset per
+            call).
+        assistant_confidence_threshold (`float`, defaults to 0.4): the draft stops proposing once its top
+            probability falls below this, in `[0, 1)`; 0 disables the stop.
+        prompt_lookup_num_tokens (`int`, *optional*): tokens copied from the prompt per call when there is no draft.
+        quantization (`dict`, *optional*): the weight formats of target and draft.
+
+    Raises:
+        `ValueError`: on any inconsistent value, naming it.
+    """
+
+    draft: str | None = "draft"
+    num_assistant_tokens: int = 5
+    num_assistant_tokens_schedule: str = "heuristic"
+    assistant_confidence_threshold: float = 0.4
+    prompt_lookup_num_tokens: int | None = None
+    quantization: dict | None = None
+    technique: str = "speculative"
+
+    def __post_init__(self):
+        if self.technique != "speculative":
+            raise ValueError(f"SpeculativeConfig has technique 'speculative', got {self.technique!r}.")
+        if (
+            isinstance(self.num_assistant_tokens, bool)
+            or not isinstance(self.num_assistant_tokens, int)
+            or (self.num_assistant_tokens <= 0)
+        ):
+            raise ValueError(f"num_assistant_tokens must be a positive integer, got {self.num_assistant_tokens!r}.")
+        if self.num_assistant_tokens_schedule not in LOOKAHEAD_SCHEDULES:
+            raise ValueError(
+                f"Unknown lookahead schedule {self.num_assistant_tokens_schedule!r}; choose one of "
+                f"{LOOKAHEAD_SCHEDULES}."
+            )
+        if not 0.0 <= self.assistant_confidence_threshold < 1.0:
+            raise ValueError(
+                f"assistant_confidence_threshold must be in [0, 1), got {self.assistant_confidence_threshold}."
+            )
+        if self.prompt_lookup_num_tokens is not None and self.prompt_lookup_num_tokens <= 0:
+            raise ValueError(f"prompt_lookup_num_tokens must be positive, got {self.prompt_lookup_num_tokens}.")
+        if self.draft is None and self.prompt_lookup_num_tokens is None:
+            raise ValueError("A speculative config needs a draft model or prompt_lookup_num_tokens.")
+        if self.draft is not None and self.prompt_lookup_num_tokens is not None:
+            raise ValueError("Give a draft model or prompt_lookup_num_tokens, not both.")
+
+    def generate_kwargs(self) -> dict:
+        """The `generate()` arguments this config stands for (the draft model itself aside)."""
+        if self.draft is None:
+            return {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens}
+        return {
+            "num_assistant_tokens": self.num_assistant_tokens,
+            "num_assistant_tokens_schedule": self.num_assistant_tokens_schedule,
+            "assistant_confidence_threshold": self.assistant_confidence_threshold,
+        }
+
+
+TECHNIQUES = {"early-exit": EarlyExitConfig, "speculative": SpeculativeConfig}
+
+
+def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | SpeculativeConfig | None:
     """Reads `dynexec_config.json` from a model folder, or returns `None` when the folder has none.
 
     Raises:

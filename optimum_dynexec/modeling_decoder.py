@@ -9,10 +9,12 @@ with rejected draft tokens trimmed from the OpenVINO states after each verificat
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
 
+from .configuration import SpeculativeConfig, load_dynexec_config
 from .kv_cache import StatefulKVCache
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,35 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         >>> target.generate(**inputs, prompt_lookup_num_tokens=5, max_new_tokens=64)  # copies from the prompt
     """
 
+    draft: "OVModelForCausalLM | None" = None
+    speculative_config: SpeculativeConfig | None = None
+    speculation_enabled: bool = False
+
+    @classmethod
+    def from_pretrained(cls, model_id, *args, **kwargs):
+        """Loads a model as optimum-intel does; on a folder exported with `--draft-model` (or prompt lookup) it also
+        loads the draft, with the same device and OpenVINO config, and speculates in every `generate()` call."""
+        model = super().from_pretrained(model_id, *args, **kwargs)
+        folder = Path(model_id) / kwargs.get("subfolder", "")
+        config = load_dynexec_config(folder) if folder.is_dir() else None
+        if config is None:
+            return model
+        if not isinstance(config, SpeculativeConfig):
+            raise ValueError(f"{model_id} holds a {config.technique} model, not a speculative causal LM.")
+        model.speculative_config = config
+        model.speculation_enabled = True
+        if config.draft is not None:
+            draft_kwargs = {k: v for k, v in kwargs.items() if k in ("device", "ov_config", "compile")}
+            model.draft = OVModelForCausalLM.from_pretrained(folder / config.draft, **draft_kwargs)
+        return model
+
+    def _save_pretrained(self, save_directory):
+        super()._save_pretrained(save_directory)
+        if self.speculative_config is not None:
+            if self.draft is not None:
+                self.draft.save_pretrained(Path(save_directory) / self.speculative_config.draft)
+            self.speculative_config.save(save_directory)
+
     def forward(
         self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, token_type_ids=None, **kwargs
     ):
@@ -53,6 +84,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 the model's context.
             `TypeError`: when `assistant_model` is not a causal LM.
         """
+        kwargs, assistant_model = self._apply_default_speculation(inputs, kwargs, assistant_model)
         lookahead = _lookahead_arguments(kwargs, generation_config)
         speculative = assistant_model is not None or lookahead.get("prompt_lookup_num_tokens") is not None
         for name, value in lookahead.items():
@@ -88,6 +120,20 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if getattr(out, "sequences", None) is not None and out.sequences.shape[-1] > limit:
             out.sequences = out.sequences[:, :limit]
         return out
+
+    def _apply_default_speculation(self, inputs, kwargs: dict, assistant_model):
+        """Adds the exported draft (or prompt lookup) and the config's lookahead unless the call chose its own."""
+        if not self.speculation_enabled or assistant_model is not None or "prompt_lookup_num_tokens" in kwargs:
+            return kwargs, assistant_model
+        input_ids = kwargs.get("input_ids", inputs)
+        if input_ids is not None and input_ids.shape[0] > 1:
+            logger.warning(
+                "Speculative decoding runs one sequence at a time: decoding this batch of %d plainly.",
+                input_ids.shape[0],
+            )
+            return kwargs, assistant_model
+        kwargs = {**self.speculative_config.generate_kwargs(), **kwargs}
+        return kwargs, self.draft
 
     def _check_length(self, prompt_length: int, kwargs: dict, generation_config) -> None:
         limit = getattr(self.config, "max_position_embeddings", None)

@@ -68,6 +68,7 @@ def make_tiny_llama(
         tie_word_embeddings=False,
     )
     hf = folder / "hf"
+    make_word_tokenizer(vocab_size).save_pretrained(hf)
     model = LlamaForCausalLM(config).eval()
     # sharpen the output so greedy text is not a tie-break lottery and sampling has structure
     with torch.no_grad():
@@ -75,3 +76,21 @@ def make_tiny_llama(
     model.save_pretrained(hf)
     OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(folder / "ov")
     return folder / "ov"
+
+
+def make_word_tokenizer(vocab_size: int, shuffle_seed: int | None = None):
+    """A word-level tokenizer over `w3 ... w{vocab_size-1}` plus <pad>, <s>, </s> (ids 0, 1, 2).
+
+    With `shuffle_seed`, the words get other ids: the same size, a different tokenizer.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(3, vocab_size)]
+    if shuffle_seed is not None:
+        order = torch.randperm(len(words), generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
+        words = [words[i] for i in order]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")

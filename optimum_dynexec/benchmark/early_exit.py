@@ -177,7 +177,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, title in (
-        (axes[0], "speedup_batch1_vs_fp32_plain", "batch 1 (p50 latency)"),
+        (axes[0], "speedup_batch1_vs_fp32_plain", "batch 1 (mean latency)"),
         (axes[1], "speedup_batch32_vs_fp32_plain", "batch 32 (throughput)"),
     ):
         for q, marker in zip(sorted({r["precision"] for r in rows}), "os^"):
@@ -185,7 +185,9 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
                 (r for r in rows if r["precision"] == q and r["setting"].startswith("t=")),
                 key=lambda r: r["threshold"],
             )
-            ax.plot([r[key] for r in sweep], [100 * r["accuracy"] for r in sweep], marker=marker, label=f"{q} sweep")
+            (line,) = ax.plot(
+                [r[key] for r in sweep], [100 * r["accuracy"] for r in sweep], marker=marker, label=f"{q} sweep"
+            )
             for r in rows:
                 if r["precision"] == q and r["setting"] in ("plain", "calibrated"):
                     ax.scatter(
@@ -194,6 +196,8 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
                         s=90,
                         marker="*" if r["setting"] == "calibrated" else "D",
                         label=f"{q} {r['setting']}",
+                        color=line.get_color(),
+                        edgecolor="k",
                         zorder=3,
                     )
         ax.set_title(title)
@@ -209,7 +213,8 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
 
 def format_table(results: dict) -> str:
     head = (
-        f"{'precision':<9} {'setting':<15} {'acc%':>6} {'agree%':>7} {'exit':>5} {'b1 p50':>8} {'b1 p90':>8} "
+        f"{'precision':<9} {'setting':<15} {'acc%':>6} {'agree%':>7} {'exit':>5} {'b1 mean':>8} {'b1 p50':>8} "
+        f"{'b1 p90':>8} "
         f"{'x b1':>6} {'b32 t/s':>8} {'x b32':>6} {'x b1/fp32':>9} {'x b32/fp32':>10}"
     )
     lines = [head, "-" * len(head)]

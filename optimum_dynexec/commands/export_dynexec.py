@@ -11,7 +11,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("text-classification",)
+TASKS = ("text-classification", "text-generation-with-past")
 
 
 def parse_args_dynexec(parser: ArgumentParser) -> None:
@@ -50,6 +50,32 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
     ee.add_argument("--max-train-samples", type=int, default=None, help="Use at most this many training texts.")
     ee.add_argument("--epochs", type=int, default=8, help="Exit-head training epochs (default 8).")
     ee.add_argument("--seed", type=int, default=0)
+    sd = parser.add_argument_group("Speculative decoding (text-generation-with-past)")
+    sd.add_argument(
+        "--draft-model",
+        type=Path,
+        default=None,
+        help="Draft causal LM folder sharing the target's tokenizer; without it, prompt lookup drafts.",
+    )
+    sd.add_argument("--num-assistant-tokens", type=int, default=5, help="Draft tokens per target call to start with.")
+    sd.add_argument(
+        "--assistant-schedule",
+        choices=("constant", "heuristic", "heuristic_transient"),
+        default="heuristic",
+        help="Lookahead schedule: heuristic grows on full acceptance, shrinks on rejection (default).",
+    )
+    sd.add_argument(
+        "--assistant-confidence-threshold",
+        type=float,
+        default=0.4,
+        help="Stop drafting when the draft's top probability falls below this (0 disables).",
+    )
+    sd.add_argument(
+        "--prompt-lookup-num-tokens",
+        type=int,
+        default=None,
+        help="Without --draft-model: tokens copied from the prompt per call (default 5).",
+    )
     q = parser.add_argument_group("NNCF compression (stacked on every part)")
     q.add_argument(
         "--quant-mode",
@@ -58,6 +84,12 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         help="Post-training INT8 quantization of weights and activations, calibrated on --train-file.",
     )
     q.add_argument("--weight-format", choices=("fp32", "int8", "int4"), default=None, help="Weight-only compression.")
+    q.add_argument(
+        "--draft-weight-format",
+        choices=("fp32", "int8", "int4"),
+        default=None,
+        help="Weight-only compression of the draft (default: as --weight-format).",
+    )
     q.add_argument("--num-samples", type=int, default=300, help="Calibration samples for --quant-mode.")
 
 
@@ -101,6 +133,29 @@ class DynexecExportCommand(BaseOptimumCLICommand):
                 seed=args.seed,
             )
             logger.info("wrote %s: exit layers %s, threshold %.6f", args.output, config.exit_layers, config.threshold)
+        elif args.task == "text-generation-with-past":
+            from ..configuration import SpeculativeConfig
+            from ..exporters.speculative import export_speculative
+
+            if args.draft_model is not None:
+                config = SpeculativeConfig(
+                    num_assistant_tokens=args.num_assistant_tokens,
+                    num_assistant_tokens_schedule=args.assistant_schedule,
+                    assistant_confidence_threshold=args.assistant_confidence_threshold,
+                )
+                if args.prompt_lookup_num_tokens is not None:
+                    raise ValueError("Give --draft-model or --prompt-lookup-num-tokens, not both.")
+            else:
+                config = SpeculativeConfig(draft=None, prompt_lookup_num_tokens=args.prompt_lookup_num_tokens or 5)
+            draft_format = args.draft_weight_format or args.weight_format
+            export_speculative(
+                args.model,
+                args.output,
+                args.draft_model,
+                config,
+                qconfig,
+                quantization_config_from_flags(weight_format=draft_format),
+            )
 
 
 def _parse_exit_layers(values: list[str]) -> list[int] | str | None:

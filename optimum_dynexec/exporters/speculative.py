@@ -1,0 +1,114 @@
+"""Export of a causal LM with its draft attached: `out/` holds the target, `out/draft/` the draft, both stateful
+OpenVINO IR exported by optimum-intel, and `dynexec_config.json` the lookahead policy."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..configuration import SpeculativeConfig
+
+logger = logging.getLogger(__name__)
+
+DRAFT_DIR = "draft"
+
+
+def _check_causal_lm(path: Path, role: str):
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"The {role} {path} is not a transformers model folder (no config.json).")
+    config = AutoConfig.from_pretrained(path)
+    architectures = set(config.architectures or [])
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    is_causal = (
+        bool(architectures & causal) if architectures else config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    )
+    if not is_causal or getattr(config, "is_encoder_decoder", False):
+        kind = ", ".join(sorted(architectures)) or config.model_type
+        raise ValueError(f"The {role} {path} is a {kind} model, not a causal LM.")
+    return config
+
+
+def check_same_tokenizer(target: Path, draft: Path) -> None:
+    """Raises `ValueError` unless the draft's tokenizer maps every token to the same id as the target's."""
+    from transformers import AutoTokenizer
+
+    t_vocab = AutoTokenizer.from_pretrained(target).get_vocab()
+    d_vocab = AutoTokenizer.from_pretrained(draft).get_vocab()
+    if t_vocab != d_vocab:
+        differ = len(set(t_vocab.items()) ^ set(d_vocab.items()))
+        raise ValueError(
+            f"The draft's tokenizer ({len(d_vocab)} tokens) does not match the target's ({len(t_vocab)} tokens; "
+            f"{differ} entries differ): a draft must share the target's tokenizer."
+        )
+
+
+def _export_one(path: Path, output: Path, quantization_config) -> None:
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = OVModelForCausalLM.from_pretrained(
+        path, export=True, compile=False, quantization_config=quantization_config
+    )
+    model.save_pretrained(output)
+    AutoTokenizer.from_pretrained(path).save_pretrained(output)
+
+
+def export_speculative(
+    model_name_or_path: str | Path,
+    output: str | Path,
+    draft_model: str | Path | None = None,
+    config: SpeculativeConfig | None = None,
+    quantization_config=None,
+    draft_quantization_config=None,
+) -> SpeculativeConfig:
+    """Exports a target causal LM and its draft to one OpenVINO folder that speculates in every `generate()`.
+
+    Args:
+        model_name_or_path (`str` or `Path`): the target, a local transformers folder.
+        output (`str` or `Path`): the folder to write (the draft goes to `output/draft`).
+        draft_model (`str` or `Path`, *optional*): the draft, a local transformers folder sharing the target's
+            tokenizer. Without it the folder drafts by prompt lookup (`config.prompt_lookup_num_tokens`).
+        config (`SpeculativeConfig`, *optional*): the lookahead policy; by default a heuristic schedule starting at
+            5 tokens with a draft-confidence stop at 0.4 (or prompt lookup of 5 tokens without a draft).
+        quantization_config, draft_quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight
+            compression of the target and of the draft, chosen independently.
+
+    Raises:
+        `FileNotFoundError`: when a model folder does not exist.
+        `ValueError`: when a folder is not a causal LM, the tokenizers differ, or the config is inconsistent.
+    """
+    from . import quantization
+
+    target, output = Path(model_name_or_path), Path(output)
+    _check_causal_lm(target, "target")
+    if config is None:
+        config = (
+            SpeculativeConfig()
+            if draft_model is not None
+            else SpeculativeConfig(draft=None, prompt_lookup_num_tokens=5)
+        )
+    if draft_model is not None:
+        if config.draft is None:
+            raise ValueError("A draft model was given but the config drafts by prompt lookup.")
+        draft = Path(draft_model)
+        _check_causal_lm(draft, "draft")
+        check_same_tokenizer(target, draft)
+    elif config.draft is not None:
+        raise ValueError("The config names a draft folder but no --draft-model was given.")
+    for qc in (quantization_config, draft_quantization_config):
+        if qc is not None and quantization.needs_calibration(qc):
+            raise ValueError("Causal LMs take weight-only compression here: use --weight-format, not --quant-mode.")
+    config.quantization = {
+        "target": quantization.describe(quantization_config),
+        "draft": quantization.describe(draft_quantization_config) if draft_model else None,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    _export_one(target, output, quantization_config)
+    if draft_model is not None:
+        _export_one(draft, output / config.draft, draft_quantization_config)
+    config.save(output)
+    logger.info("exported %s with %s", output, f"draft {config.draft}/" if config.draft else "prompt lookup")
+    return config
