@@ -41,6 +41,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     draft: "OVModelForCausalLM | None" = None
     speculative_config: SpeculativeConfig | None = None
     speculation_enabled: bool = False
+    num_forward_calls: int = 0  # target calls so far: tokens generated / calls = tokens accepted per call
 
     @classmethod
     def from_pretrained(cls, model_id, *args, **kwargs):
@@ -70,6 +71,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     def forward(
         self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, token_type_ids=None, **kwargs
     ):
+        self.num_forward_calls += 1
         out = super().forward(input_ids, attention_mask, past_key_values, position_ids, token_type_ids, **kwargs)
         if self.stateful:
             out.past_key_values = StatefulKVCache(self)

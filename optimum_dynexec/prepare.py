@@ -205,6 +205,25 @@ def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
     return out
 
 
+def smollm2_draft_dir() -> Path | None:
+    """The distilled SmolLM2 draft exported to OpenVINO, or `None` when it has not been trained yet."""
+    hf = cache_dir("models") / "SmolLM2-draft"
+    if not (hf / "config.json").exists():
+        return None
+    out = cache_dir("exports") / "SmolLM2-draft-ov-fp32"
+    if not (out / "openvino_model.xml").exists():
+        from optimum.intel import OVModelForCausalLM
+        from transformers import AutoTokenizer
+
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(hf).save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
     parser.add_argument("what", choices=["early-exit", "llm", "all"], nargs="?", default="all")

@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     ee.add_argument("--output", default="benchmarks")
     ee.add_argument("--rounds", type=int, default=None, help="override the config's timing rounds")
     ee.add_argument("--test-samples", type=int, default=None, help="use only the first N test texts")
+    sd = sub.add_parser("speculative", help="speculative decoding vs optimum-intel's OVModelForCausalLM")
+    sd.add_argument("--config", default="configs/speculative.json")
+    sd.add_argument("--output", default="benchmarks")
     args = parser.parse_args(argv)
     from ..utils import setup_logging
 
@@ -26,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         config.test_samples = args.test_samples
         results = run_benchmark(config, args.output)
         sys.stdout.write(format_table(results) + "\n")
+    elif args.technique == "speculative":
+        from .speculative import SpeculativeBenchConfig, run_benchmark
+        from .speculative import format_table as speculative_table
+
+        results = run_benchmark(SpeculativeBenchConfig.from_file(args.config), args.output)
+        sys.stdout.write(speculative_table(results) + "\n")
     return 0
 
 

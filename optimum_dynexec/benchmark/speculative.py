@@ -1,0 +1,198 @@
+"""Speculative-decoding benchmark on SmolLM2-135M with real Austen prompts.
+
+Greedy, warm, same process: optimum-intel's plain `OVModelForCausalLM` against this package's class with prompt lookup
+and (when the distilled draft is cached) a draft model, at the same precision. Two tasks: continuing a passage, and
+copying one (where prompt lookup shines). Reports tokens/s, the speed ratio, whether the text is identical to plain
+greedy, and the tokens accepted per target call. Writes JSON and a PNG, prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+EXACT_F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+PRECISIONS = {"default": {}, "f32": EXACT_F32}
+
+
+@dataclass
+class SpeculativeBenchConfig:
+    """What `configs/speculative.json` holds under `bench`."""
+
+    max_new_tokens: int = 128
+    num_prompts: int = 3
+    prompt_words: int = 150
+    rounds: int = 2
+    prompt_lookup_num_tokens: list[int] = field(default_factory=lambda: [3, 5])
+    num_assistant_tokens: list[int] = field(default_factory=lambda: [3, 5])
+    precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
+
+    def __post_init__(self):
+        unknown = set(self.precisions) - set(PRECISIONS)
+        if unknown:
+            raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
+        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.rounds <= 0:
+            raise ValueError("max_new_tokens, num_prompts and rounds must be positive.")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "SpeculativeBenchConfig":
+        return cls(**json.loads(Path(path).read_text()).get("bench", {}))
+
+
+def austen_prompts(num_prompts: int, words: int) -> dict[str, list[str]]:
+    """Passages from the middle of each Austen novel: to continue, and to copy."""
+    from ..austen import load_austen_books
+
+    books = load_austen_books()
+    passages = []
+    for title in sorted(books)[:num_prompts]:
+        text = " ".join(books[title].split())
+        start = len(text) // 2
+        start = text.index(". ", start) + 2
+        passages.append(" ".join(text[start:].split()[:words]))
+    return {
+        "continue": passages,
+        "copy": [
+            f"Copy the following passage word for word.\n\nPassage: {p}\n\nCopy: {' '.join(p.split()[:8])}"
+            for p in passages
+        ],
+    }
+
+
+def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benchmarks") -> dict:
+    from optimum.intel import OVModelForCausalLM as PlainOVModel
+    from transformers import AutoTokenizer
+
+    from .. import OVModelForCausalLM
+    from ..prepare import smollm2_draft_dir, smollm2_openvino_dir
+
+    target_dir = smollm2_openvino_dir("fp32")
+    draft_dir = smollm2_draft_dir()
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    prompts = {
+        task: [tokenizer(p, return_tensors="pt") for p in texts]
+        for task, texts in austen_prompts(config.num_prompts, config.prompt_words).items()
+    }
+    gen = dict(max_new_tokens=config.max_new_tokens, min_new_tokens=config.max_new_tokens, do_sample=False)
+    rows = []
+    for precision in config.precisions:
+        ov_config = PRECISIONS[precision]
+        plain = PlainOVModel.from_pretrained(target_dir, ov_config=ov_config)
+        ours = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
+        contenders = {"plain": (plain, {})}
+        contenders |= {
+            f"prompt lookup k={k}": (ours, {"prompt_lookup_num_tokens": k}) for k in config.prompt_lookup_num_tokens
+        }
+        if draft_dir is not None:
+            draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=ov_config)
+            contenders |= {
+                f"draft k={k} heuristic": (
+                    ours,
+                    {
+                        "assistant_model": draft,
+                        "num_assistant_tokens": k,
+                        "num_assistant_tokens_schedule": "heuristic",
+                        "assistant_confidence_threshold": 0.0,
+                    },
+                )
+                for k in config.num_assistant_tokens
+            }
+        for task, inputs in prompts.items():
+            for model, extra in contenders.values():  # warm-up
+                model.generate(**inputs[0], max_new_tokens=8, do_sample=False, **extra)
+            times = {name: [] for name in contenders}
+            outputs, calls = {}, {}
+            for _ in tqdm(range(config.rounds), desc=f"{precision} {task}"):
+                for name, (model, extra) in contenders.items():  # interleaved, same inputs
+                    for i, x in enumerate(inputs):
+                        before = getattr(model, "num_forward_calls", 0)
+                        start = time.perf_counter()
+                        out = model.generate(**x, **gen, **extra)
+                        times[name].append(time.perf_counter() - start)
+                        outputs[(name, i)] = out[0, x["input_ids"].shape[1] :]
+                        calls[(name, i)] = getattr(model, "num_forward_calls", 0) - before
+            plain_tps = config.max_new_tokens * len(inputs) * config.rounds / sum(times["plain"])
+            for name in contenders:
+                tps = config.max_new_tokens * len(inputs) * config.rounds / sum(times[name])
+                identical = all(torch.equal(outputs[(name, i)], outputs[("plain", i)]) for i in range(len(inputs)))
+                per_call = None
+                if name != "plain":
+                    per_call = float(
+                        np.mean([config.max_new_tokens / max(1, calls[(name, i)]) for i in range(len(inputs))])
+                    )
+                rows.append(
+                    {
+                        "precision": precision,
+                        "task": task,
+                        "method": name,
+                        "tokens_per_s": tps,
+                        "speedup": tps / plain_tps,
+                        "identical_to_plain": identical,
+                        "tokens_per_target_call": per_call,
+                    }
+                )
+    results = {
+        "target": str(target_dir),
+        "draft": str(draft_dir) if draft_dir else None,
+        "max_new_tokens": config.max_new_tokens,
+        "num_prompts": config.num_prompts,
+        "rounds": config.rounds,
+        "rows": rows,
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "speculative.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(rows, output_dir / "speculative.png")
+    return results
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Speedup over plain decoding per method, one panel per precision, bars per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    precisions = sorted({r["precision"] for r in rows})
+    fig, axes = plt.subplots(1, len(precisions), figsize=(6 * len(precisions), 4), squeeze=False)
+    for ax, precision in zip(axes[0], precisions):
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["precision"] == precision)]
+        for j, task in enumerate(sorted({r["task"] for r in rows})):
+            vals = [
+                next(
+                    r["speedup"]
+                    for r in rows
+                    if r["precision"] == precision and r["task"] == task and r["method"] == m
+                )
+                for m in methods
+            ]
+            ax.bar(np.arange(len(methods)) + 0.4 * j, vals, width=0.4, label=task)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(methods)) + 0.2, methods, rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"SmolLM2-135M, {precision} precision")
+        ax.set_ylabel("speedup over optimum-intel greedy")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(results: dict) -> str:
+    head = f"{'precision':<9} {'task':<9} {'method':<22} {'tok/s':>7} {'speedup':>8} {'identical':>9} {'tok/call':>8}"
+    lines = [head, "-" * len(head)]
+    for r in results["rows"]:
+        per_call = "" if r["tokens_per_target_call"] is None else f"{r['tokens_per_target_call']:.2f}"
+        lines.append(
+            f"{r['precision']:<9} {r['task']:<9} {r['method']:<22} {r['tokens_per_s']:7.1f} "
+            f"{r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The benchmark presets in configs/ load and validate."""
+
+from pathlib import Path
+
+import pytest
+
+from optimum_dynexec.benchmark.early_exit import EarlyExitBenchConfig, format_table
+from optimum_dynexec.benchmark.speculative import SpeculativeBenchConfig
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+def test_presets_load():
+    ee = EarlyExitBenchConfig.from_file(CONFIGS / "early_exit.json")
+    assert ee.quantization == ["fp32", "int8"] and all(0 <= t <= 1 for t in ee.thresholds)
+    sd = SpeculativeBenchConfig.from_file(CONFIGS / "speculative.json")
+    assert sd.max_new_tokens == 128
+
+
+@pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])
+def test_early_exit_bench_config_errors(kwargs):
+    with pytest.raises(ValueError):
+        EarlyExitBenchConfig(**kwargs)
+
+
+def test_speculative_bench_config_errors():
+    with pytest.raises(ValueError, match="precisions"):
+        SpeculativeBenchConfig(precisions=["fp64"])
+
+
+def test_early_exit_table_has_a_row_per_setting():
+    row = {
+        "precision": "fp32",
+        "setting": "plain",
+        "accuracy": 0.9,
+        "agreement_full_same_precision": 1.0,
+        "mean_exit_layer": 6.0,
+        "batch1_mean_ms": 1.0,
+        "batch1_p50_ms": 1.0,
+        "batch1_p90_ms": 1.2,
+        "speedup_batch1": 1.0,
+        "batch32_texts_per_s": 500.0,
+        "speedup_batch32": 1.0,
+        "speedup_batch1_vs_fp32_plain": 1.0,
+        "speedup_batch32_vs_fp32_plain": 1.0,
+    }
+    table = format_table({"rows": [row, {**row, "setting": "calibrated", "speedup_batch32": 2.5}]})
+    assert len(table.splitlines()) == 4 and "calibrated" in table and "2.50" in table
