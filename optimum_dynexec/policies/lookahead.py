@@ -1,0 +1,56 @@
+"""How many tokens to draft next, and where drafts come from without a draft model (NumPy only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class LookaheadSchedule:
+    """Draft length per target call: `"constant"`, or `"heuristic"` (grow by 2 after a full acceptance, shrink by 1
+    after a rejection, between 1 and `max_tokens`), as transformers' `num_assistant_tokens_schedule`."""
+
+    num_tokens: int = 5
+    schedule: str = "heuristic"
+    max_tokens: int = 16
+
+    def __post_init__(self):
+        if isinstance(self.num_tokens, bool) or not isinstance(self.num_tokens, int) or self.num_tokens <= 0:
+            raise ValueError(f"The lookahead must be a positive number of tokens, got {self.num_tokens!r}.")
+        if self.schedule not in ("constant", "heuristic", "heuristic_transient"):
+            raise ValueError(f"Unknown lookahead schedule {self.schedule!r}.")
+        self.max_tokens = max(self.max_tokens, self.num_tokens)
+
+    def update(self, proposed: int, accepted: int) -> None:
+        """Adapts the next draft length to how many of `proposed` tokens the target `accepted`."""
+        if self.schedule == "constant" or proposed == 0:
+            return
+        if accepted == proposed:
+            self.num_tokens = min(self.max_tokens, self.num_tokens + 2)
+        else:
+            self.num_tokens = max(1, self.num_tokens - 1)
+
+
+def prompt_lookup_candidates(tokens: np.ndarray, num_tokens: int, max_ngram: int = 3) -> np.ndarray:
+    """Tokens that followed the latest earlier occurrence of the sequence's last n-gram (longest n first).
+
+    Args:
+        tokens (`np.ndarray` of shape `(length,)`): the prompt and what was generated so far.
+        num_tokens (`int`): how many tokens to propose at most.
+        max_ngram (`int`): the longest n-gram to match.
+
+    Returns:
+        `np.ndarray` of up to `num_tokens` token ids (empty when nothing matches).
+    """
+    length = len(tokens)
+    for n in range(min(max_ngram, length - 1), 0, -1):
+        tail = tokens[length - n :]
+        windows = np.lib.stride_tricks.sliding_window_view(tokens[: length - 1], n)
+        hits = np.flatnonzero((windows == tail).all(1))
+        hits = hits[hits + n < length]
+        if len(hits):
+            start = hits[-1] + n
+            return tokens[start : start + num_tokens]
+    return tokens[:0]

@@ -1,0 +1,146 @@
+"""A lean greedy speculative loop over stateful OpenVINO requests: draft, verify, accept, roll back.
+
+transformers' assisted generation runs a full `generate()` of the draft per target call; this loop calls the infer
+requests directly, so the Python cost per target call stays small. Greedy only: its output is the target's own
+greedy continuation, token for token (exact f32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kv_cache import trim_states
+from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
+
+
+class StatefulRunner:
+    """Feeds tokens to one stateful OpenVINO causal LM and keeps count of what its states hold."""
+
+    def __init__(self, model):
+        model.compile()
+        self.model = model
+        self.request = model.request
+        self.names = set(model.input_names)
+        self.length = 0
+
+    def reset(self) -> None:
+        self.request.reset_state()
+        self.length = 0
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits `(len(tokens), vocab)` after feeding `tokens` `(n,)` on top of the cached ones."""
+        n = len(tokens)
+        feeds = {"input_ids": tokens[None].astype(np.int64)}
+        if "attention_mask" in self.names:
+            feeds["attention_mask"] = np.ones((1, self.length + n), dtype=np.int64)
+        if "position_ids" in self.names:
+            feeds["position_ids"] = np.arange(self.length, self.length + n, dtype=np.int64)[None]
+        if "beam_idx" in self.names:
+            feeds["beam_idx"] = np.zeros(1, dtype=np.int32)
+        logits = self.request.infer(feeds, share_inputs=True)["logits"][0]
+        self.length += n
+        return logits
+
+    def trim(self, length: int) -> None:
+        if length < self.length:
+            trim_states(self.request, length)
+            self.length = length
+
+
+@dataclass
+class SpeculativeStats:
+    """What one call did: target calls, tokens proposed and accepted."""
+
+    target_calls: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+
+def speculative_greedy(
+    target,
+    input_ids: np.ndarray,
+    max_new_tokens: int,
+    draft=None,
+    prompt_lookup_num_tokens: int | None = None,
+    schedule: LookaheadSchedule | None = None,
+    confidence_threshold: float = 0.0,
+    eos_token_id: int | list[int] | None = None,
+) -> tuple[np.ndarray, SpeculativeStats]:
+    """Greedy decoding of `target` with drafts from `draft` or from prompt lookup.
+
+    Args:
+        target, draft (`OVModelForCausalLM`): stateful OpenVINO models sharing a vocabulary.
+        input_ids (`np.ndarray` of shape `(1, length)`): the prompt.
+        max_new_tokens (`int`): tokens to generate at most.
+        prompt_lookup_num_tokens (`int`, *optional*): draft by prompt lookup when there is no draft model.
+        schedule (`LookaheadSchedule`, *optional*): the draft length policy (default: heuristic from 5).
+        confidence_threshold (`float`): the draft stops once its top probability falls below this.
+        eos_token_id: stop after any of these tokens.
+
+    Returns:
+        `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"speculative_greedy decodes one sequence, got input_ids of shape {input_ids.shape}.")
+    if draft is None and prompt_lookup_num_tokens is None:
+        raise ValueError("Give a draft model or prompt_lookup_num_tokens.")
+    schedule = schedule or LookaheadSchedule(prompt_lookup_num_tokens or 5)
+    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    stats = SpeculativeStats()
+    runner, draft_runner = StatefulRunner(target), StatefulRunner(draft) if draft is not None else None
+    runner.reset()
+    seq = [int(t) for t in input_ids[0]]
+    prompt_length = len(seq)
+    # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
+    first = int(runner(np.asarray(seq))[-1].argmax())
+    seq.append(first)
+    if draft_runner is not None:
+        draft_runner.reset()
+    while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
+        budget = max_new_tokens - (len(seq) - prompt_length)
+        k = min(schedule.num_tokens, budget - 1) if budget > 1 else 0
+        # Draft: up to k tokens after seq.
+        if k <= 0:
+            proposal = np.empty(0, dtype=np.int64)
+        elif draft_runner is not None:
+            proposal = _draft_tokens(draft_runner, seq, k, confidence_threshold)
+        else:
+            proposal = prompt_lookup_candidates(np.asarray(seq), k)
+        # Verify: the target reads the last token and the proposal in one call.
+        logits = runner(np.asarray([seq[-1], *proposal.tolist()]))
+        stats.target_calls += 1
+        choice = logits.argmax(-1)
+        # Accept: the proposal's longest prefix the target agrees with, plus the target's next token.
+        n = int(np.cumprod(proposal == choice[: len(proposal)]).sum()) if len(proposal) else 0
+        new = [*proposal[:n].tolist(), int(choice[n])]
+        stats.proposed += len(proposal)
+        stats.accepted += n
+        schedule.update(len(proposal), n)
+        # Update: roll both caches back to what is now known to be right.
+        runner.trim(len(seq) + n)
+        if draft_runner is not None:
+            draft_runner.trim(len(seq) + n)
+        for token in new:
+            seq.append(token)
+            if token in eos or len(seq) - prompt_length >= max_new_tokens:
+                break
+    target._past_length = runner.length
+    return np.asarray(seq, dtype=np.int64)[None], stats
+
+
+def _draft_tokens(runner: StatefulRunner, seq: list[int], k: int, confidence_threshold: float) -> np.ndarray:
+    """Greedy draft of up to `k` tokens after `seq`; the draft first reads what its cache is missing."""
+    pending = np.asarray(seq[runner.length :])
+    out = []
+    for _ in range(k):
+        logits = runner(pending)[-1]
+        token = int(logits.argmax())
+        if confidence_threshold > 0.0:
+            z = logits - logits[token]
+            if 1.0 / np.exp(z).sum() < confidence_threshold:
+                break
+        out.append(token)
+        pending = np.asarray([token])
+    return np.asarray(out, dtype=np.int64)

@@ -1,0 +1,103 @@
+"""The lean greedy speculative loop and its pure lookahead policies."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import make_tiny_llama
+
+from optimum_dynexec import OVModelForCausalLM
+from optimum_dynexec.policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
+from optimum_dynexec.speculative_loop import speculative_greedy
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+
+
+def test_heuristic_schedule_grows_and_shrinks():
+    s = LookaheadSchedule(3, "heuristic", max_tokens=6)
+    s.update(3, 3)
+    assert s.num_tokens == 5
+    s.update(5, 5)
+    assert s.num_tokens == 6  # capped
+    s.update(6, 2)
+    assert s.num_tokens == 5
+    for _ in range(10):
+        s.update(5, 0)
+    assert s.num_tokens == 1
+    c = LookaheadSchedule(4, "constant")
+    c.update(4, 4)
+    c.update(4, 0)
+    assert c.num_tokens == 4
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, 1.5])
+def test_schedule_rejects_bad_lookahead(bad):
+    with pytest.raises(ValueError, match="lookahead"):
+        LookaheadSchedule(bad)
+
+
+def test_prompt_lookup_candidates():
+    tokens = np.array([5, 6, 7, 8, 9, 1, 5, 6, 7])
+    np.testing.assert_array_equal(prompt_lookup_candidates(tokens, 3), [8, 9, 1])
+    np.testing.assert_array_equal(prompt_lookup_candidates(tokens, 1), [8])
+    assert len(prompt_lookup_candidates(np.array([1, 2, 3, 4]), 3)) == 0
+    # the latest earlier occurrence wins
+    np.testing.assert_array_equal(prompt_lookup_candidates(np.array([4, 1, 4, 2, 4]), 2), [2, 4])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop")
+    target = OVModelForCausalLM.from_pretrained(make_tiny_llama(root / "t", num_layers=3, seed=0), ov_config=EXACT)
+    draft = OVModelForCausalLM.from_pretrained(make_tiny_llama(root / "d", num_layers=1, seed=1), ov_config=EXACT)
+    twin = OVModelForCausalLM.from_pretrained(root / "t" / "ov", ov_config=EXACT)
+    return target, draft, twin
+
+
+def plain_greedy(model, ids, n):
+    t = torch.from_numpy(ids)
+    return model.generate(
+        input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None
+    ).numpy()
+
+
+def prompts():
+    rng = np.random.default_rng(0)
+    return [rng.integers(3, 96, size=(1, int(rng.integers(2, 15)))) for _ in range(4)]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "heuristic"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_draft_loop_is_lossless(models, schedule, k):
+    target, draft, twin = models
+    for ids in prompts():
+        reference = plain_greedy(target, ids, 30)
+        for d in (draft, twin):
+            out, stats = speculative_greedy(target, ids, 30, draft=d, schedule=LookaheadSchedule(k, schedule))
+            np.testing.assert_array_equal(out, reference)
+            assert stats.target_calls <= 30
+        # the twin agrees with the target on everything it proposes
+        assert stats.accepted == stats.proposed and stats.target_calls < 30
+
+
+def test_confidence_stop_is_lossless(models):
+    target, draft, _ = models
+    for ids in prompts():
+        out, _ = speculative_greedy(target, ids, 20, draft=draft, confidence_threshold=0.5)
+        np.testing.assert_array_equal(out, plain_greedy(target, ids, 20))
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_prompt_lookup_loop_is_lossless(models, k):
+    target, _, _ = models
+    for ids in prompts():
+        repetitive = np.concatenate([ids, ids, ids], 1)
+        out, stats = speculative_greedy(target, repetitive, 25, prompt_lookup_num_tokens=k)
+        np.testing.assert_array_equal(out, plain_greedy(target, repetitive, 25))
+
+
+def test_loop_errors(models):
+    target, draft, _ = models
+    with pytest.raises(ValueError, match="one sequence"):
+        speculative_greedy(target, np.zeros((2, 3), dtype=np.int64), 5, draft=draft)
+    with pytest.raises(ValueError, match="draft model or prompt_lookup"):
+        speculative_greedy(target, np.zeros((1, 3), dtype=np.int64), 5)
