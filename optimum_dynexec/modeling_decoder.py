@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
 
 from .configuration import SpeculativeConfig, load_dynexec_config
 from .kv_cache import StatefulKVCache
+from .policies.lookahead import LookaheadSchedule
+from .speculative_loop import speculative_greedy
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,44 @@ def _lookahead_arguments(kwargs: dict, generation_config) -> dict[str, int]:
         n: kwargs.get(n, getattr(generation_config, n, None) if generation_config is not None else None) for n in names
     }
     return {n: v for n, v in values.items() if v is not None}
+
+
+# generate() arguments the lean greedy loop understands; any other sends the call to transformers' loop
+_LEAN_KWARGS = {
+    "input_ids",
+    "attention_mask",
+    "max_new_tokens",
+    "max_length",
+    "do_sample",
+    "num_assistant_tokens",
+    "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold",
+    "prompt_lookup_num_tokens",
+    "pad_token_id",
+    "eos_token_id",
+    "use_cache",
+}
+# generation-config fields that must keep these values for plain greedy decoding (no logits processors)
+_GREEDY_ONLY = {
+    "do_sample": (False, None),
+    "num_beams": (1, None),
+    "repetition_penalty": (1.0, None),
+    "no_repeat_ngram_size": (0, None),
+    "bad_words_ids": (None,),
+    "min_length": (0, None),
+    "min_new_tokens": (None, 0),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "sequence_bias": (None,),
+    "return_dict_in_generate": (False, None),
+    "output_scores": (False, None),
+    "output_logits": (False, None),
+    "renormalize_logits": (False, None),
+    "exponential_decay_length_penalty": (None,),
+    "encoder_repetition_penalty": (1.0, None),
+}
 
 
 class OVModelForCausalLM(_OVModelForCausalLM):
@@ -42,6 +83,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     speculative_config: SpeculativeConfig | None = None
     speculation_enabled: bool = False
     num_forward_calls: int = 0  # target calls so far: tokens generated / calls = tokens accepted per call
+    use_lean_loop: bool = True  # greedy speculation through `speculative_greedy`; False: transformers' loop
+    last_speculative_stats = None
 
     @classmethod
     def from_pretrained(cls, model_id, *args, **kwargs):
@@ -105,6 +148,10 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 )
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
+        if speculative and self.use_lean_loop:
+            lean = self._lean_generate(inputs, generation_config, args, kwargs, assistant_model)
+            if lean is not None:
+                return lean
         out = super().generate(inputs, generation_config, *args, assistant_model=assistant_model, **kwargs)
         if speculative and input_ids is not None:
             out = self._clip_to_max_new_tokens(out, input_ids.shape[-1], kwargs, generation_config)
@@ -122,6 +169,44 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if getattr(out, "sequences", None) is not None and out.sequences.shape[-1] > limit:
             out.sequences = out.sequences[:, :limit]
         return out
+
+    def _lean_generate(self, inputs, generation_config, args, kwargs, assistant_model):
+        """Runs `speculative_loop.speculative_greedy` when the call is plain greedy decoding of one unpadded
+        sequence (no logits processors, stopping criteria, streamer or extra outputs); returns `None` otherwise, and
+        transformers' own assisted generation runs instead."""
+        if args or set(kwargs) - _LEAN_KWARGS:
+            return None
+        input_ids = kwargs.get("input_ids", inputs)
+        mask = kwargs.get("attention_mask")
+        if input_ids is None or input_ids.shape[0] != 1 or (mask is not None and not bool(mask.all())):
+            return None
+        config, _ = self._prepare_generation_config(
+            generation_config,
+            **{k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")},
+        )
+        if any(getattr(config, name, None) not in allowed for name, allowed in _GREEDY_ONLY.items()):
+            return None
+        max_new = config.max_new_tokens
+        if max_new is None:
+            max_new = config.max_length - input_ids.shape[-1]
+        lookup = kwargs.get("prompt_lookup_num_tokens", config.prompt_lookup_num_tokens)
+        if assistant_model is not None:
+            schedule = LookaheadSchedule(int(config.num_assistant_tokens), config.num_assistant_tokens_schedule)
+            confidence = float(config.assistant_confidence_threshold or 0.0)
+        else:
+            schedule, confidence = LookaheadSchedule(int(lookup), "constant"), 0.0
+        sequence, self.last_speculative_stats = speculative_greedy(
+            self,
+            np.asarray(input_ids),
+            int(max_new),
+            draft=assistant_model,
+            prompt_lookup_num_tokens=None if assistant_model is not None else lookup,
+            schedule=schedule,
+            confidence_threshold=confidence,
+            eos_token_id=config.eos_token_id,
+        )
+        self.num_forward_calls += self.last_speculative_stats.target_calls + 1
+        return torch.from_numpy(sequence)
 
     def _apply_default_speculation(self, inputs, kwargs: dict, assistant_model):
         """Adds the exported draft (or prompt lookup) and the config's lookahead unless the call chose its own."""

@@ -101,3 +101,33 @@ def test_loop_errors(models):
         speculative_greedy(target, np.zeros((2, 3), dtype=np.int64), 5, draft=draft)
     with pytest.raises(ValueError, match="draft model or prompt_lookup"):
         speculative_greedy(target, np.zeros((1, 3), dtype=np.int64), 5)
+
+
+def test_generate_routes_plain_greedy_to_the_lean_loop(models):
+    target, draft, _ = models
+    for ids in prompts():
+        t = torch.from_numpy(ids)
+        kwargs = dict(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=30, do_sample=False)
+        reference = target.generate(**kwargs)
+        for extra in ({"assistant_model": draft}, {"prompt_lookup_num_tokens": 3}):
+            target.last_speculative_stats = None
+            assert torch.equal(target.generate(**kwargs, **extra), reference)
+            assert target.last_speculative_stats is not None, "plain greedy speculation should take the lean loop"
+            target.use_lean_loop = False
+            target.last_speculative_stats = None
+            try:
+                assert torch.equal(target.generate(**kwargs, **extra), reference)
+                assert target.last_speculative_stats is None
+            finally:
+                target.use_lean_loop = True
+
+
+def test_logits_processors_send_generate_to_transformers(models):
+    target, draft, _ = models
+    t = torch.from_numpy(prompts()[0])
+    target.last_speculative_stats = None
+    out = target.generate(
+        input_ids=t, max_new_tokens=12, do_sample=False, repetition_penalty=1.3, assistant_model=draft
+    )
+    assert target.last_speculative_stats is None
+    assert torch.equal(out, target.generate(input_ids=t, max_new_tokens=12, do_sample=False, repetition_penalty=1.3))
