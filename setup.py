@@ -24,7 +24,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "bench": ["matplotlib>=3.8"],
+    "bench": ["matplotlib>=3.8", "openvino-genai==2026.4.1.0"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     "train": ["gguf==0.19.0", "accelerate==1.15.0"],
     "diffusion": ["diffusers==0.39.0"],

@@ -35,6 +35,7 @@ class SpeculativeBenchConfig:
     prompt_lookup_num_tokens: list[int] = field(default_factory=lambda: [3, 5])
     num_assistant_tokens: list[int] = field(default_factory=lambda: [3, 5])
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
+    genai: bool = True
 
     def __post_init__(self):
         unknown = set(self.precisions) - set(PRECISIONS)
@@ -68,6 +69,56 @@ def austen_prompts(num_prompts: int, words: int) -> dict[str, list[str]]:
     }
 
 
+def ensure_genai_tokenizer(folder: Path) -> None:
+    """Writes the OpenVINO tokenizer and detokenizer that OpenVINO GenAI reads, once."""
+    if (folder / "openvino_tokenizer.xml").exists():
+        return
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer, detokenizer = convert_tokenizer(AutoTokenizer.from_pretrained(folder), with_detokenizer=True)
+    ov.save_model(tokenizer, folder / "openvino_tokenizer.xml")
+    ov.save_model(detokenizer, folder / "openvino_detokenizer.xml")
+
+
+class GenAIContender:
+    """OpenVINO GenAI's `LLMPipeline` on the same IR, driven with token ids, for a side-by-side run."""
+
+    def __init__(self, folder: Path, ov_config: dict, draft: Path | None = None, prompt_lookup: int | None = None):
+        import openvino_genai as og
+
+        ensure_genai_tokenizer(folder)
+        kwargs = dict(ov_config)
+        if draft is not None:
+            ensure_genai_tokenizer(draft)
+            kwargs["draft_model"] = og.draft_model(str(draft), "CPU", **ov_config)
+        if prompt_lookup is not None:
+            kwargs["prompt_lookup"] = True
+        self.pipe = og.LLMPipeline(str(folder), "CPU", **kwargs)
+        self.draft, self.prompt_lookup = draft, prompt_lookup
+        self.og = og
+
+    def generate(self, input_ids, max_new_tokens: int, **_) -> torch.Tensor:
+        config = self.pipe.get_generation_config()
+        config.max_new_tokens = max_new_tokens
+        config.ignore_eos = True
+        config.do_sample = False
+        if self.draft is not None:
+            config.num_assistant_tokens = 5
+        if self.prompt_lookup is not None:
+            config.num_assistant_tokens, config.max_ngram_size = self.prompt_lookup, 3
+        ids = self.og.TokenizedInputs(ov_tensor(input_ids), ov_tensor(torch.ones_like(input_ids)))
+        out = self.pipe.generate(ids, config)
+        return torch.cat([input_ids[0], torch.tensor(out.tokens[0])])[None]
+
+
+def ov_tensor(t: torch.Tensor):
+    import openvino as ov
+
+    return ov.Tensor(t.numpy().astype(np.int64))
+
+
 def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benchmarks") -> dict:
     from optimum.intel import OVModelForCausalLM as PlainOVModel
     from transformers import AutoTokenizer
@@ -82,7 +133,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         task: [tokenizer(p, return_tensors="pt") for p in texts]
         for task, texts in austen_prompts(config.num_prompts, config.prompt_words).items()
     }
-    gen = dict(max_new_tokens=config.max_new_tokens, min_new_tokens=config.max_new_tokens, do_sample=False)
+    # no EOS stop, so every contender writes exactly max_new_tokens (min_new_tokens would add a logits processor)
+    gen = dict(max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=None)
     rows = []
     for precision in config.precisions:
         ov_config = PRECISIONS[precision]
@@ -106,9 +158,14 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 )
                 for k in config.num_assistant_tokens
             }
+        if config.genai:
+            contenders["GenAI plain"] = (GenAIContender(target_dir, ov_config), {})
+            contenders["GenAI prompt lookup k=5"] = (GenAIContender(target_dir, ov_config, prompt_lookup=5), {})
+            if draft_dir is not None:
+                contenders["GenAI draft k=5"] = (GenAIContender(target_dir, ov_config, draft=draft_dir), {})
         for task, inputs in prompts.items():
             for model, extra in contenders.values():  # warm-up
-                model.generate(**inputs[0], max_new_tokens=8, do_sample=False, **extra)
+                model.generate(input_ids=inputs[0]["input_ids"], max_new_tokens=8, do_sample=False, **extra)
             times = {name: [] for name in contenders}
             outputs, calls = {}, {}
             for _ in tqdm(range(config.rounds), desc=f"{precision} {task}"):
@@ -116,7 +173,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                     for i, x in enumerate(inputs):
                         before = getattr(model, "num_forward_calls", 0)
                         start = time.perf_counter()
-                        out = model.generate(**x, **gen, **extra)
+                        out = model.generate(input_ids=x["input_ids"], **gen, **extra)
                         times[name].append(time.perf_counter() - start)
                         outputs[(name, i)] = out[0, x["input_ids"].shape[1] :]
                         calls[(name, i)] = getattr(model, "num_forward_calls", 0) - before
