@@ -1,0 +1,49 @@
+"""Speculative decoding on the real SmolLM2-135M (run `make models` first; skipped when it is not cached)."""
+
+import pytest
+import torch
+from optimum.intel import OVModelForCausalLM as PlainOVModel
+from transformers import AutoTokenizer
+
+from optimum_dynexec import OVModelForCausalLM
+from optimum_dynexec.utils import cache_dir
+
+FOLDER = cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32"
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), reason="SmolLM2 not prepared")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from optimum_dynexec.data import load_sentiment_splits
+
+    tokenizer = AutoTokenizer.from_pretrained(FOLDER)
+    tweets = load_sentiment_splits()["test"].texts[:6]
+    prompts = [
+        " ".join(tweets[:3]) + "\nRepeat the three texts above: " + tweets[0][:20],
+        "Continue this text: " + tweets[3],
+    ]
+    return tokenizer, prompts, OVModelForCausalLM.from_pretrained(FOLDER, ov_config=EXACT)
+
+
+def test_tokenizer_round_trips_text(setup):
+    tokenizer, prompts, _ = setup
+    for p in prompts:
+        assert tokenizer.decode(tokenizer(p)["input_ids"]) == p
+    assert tokenizer.convert_ids_to_tokens(tokenizer(" world")["input_ids"]) == ["Ġworld"]
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_prompt_lookup_is_lossless_on_smollm2(setup, lean):
+    tokenizer, prompts, model = setup
+    plain = PlainOVModel.from_pretrained(FOLDER, ov_config=EXACT)
+    model.use_lean_loop = lean
+    try:
+        for p in prompts:
+            ids = tokenizer(p, return_tensors="pt")
+            reference = plain.generate(**ids, max_new_tokens=48, do_sample=False)
+            assert torch.equal(
+                model.generate(**ids, max_new_tokens=48, do_sample=False, prompt_lookup_num_tokens=4), reference
+            )
+    finally:
+        model.use_lean_loop = True
