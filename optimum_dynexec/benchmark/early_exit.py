@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .timing import time_calls
+from .timing import save_results, time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,7 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
         "calibrated_thresholds": calibrated,
         "rows": rows,
     }
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "early_exit.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot_pareto(rows, output_dir / "early_exit.png")
+    plot_pareto(rows, save_results(results, output_dir, "early_exit"))
     return results
 
 

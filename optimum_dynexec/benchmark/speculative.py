@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .timing import save_results
+
 logger = logging.getLogger(__name__)
 
 EXACT_F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
@@ -205,10 +207,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         "rounds": config.rounds,
         "rows": rows,
     }
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "speculative.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(rows, output_dir / "speculative.png")
+    plot(rows, save_results(results, output_dir, "speculative"))
     return results
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -18,3 +20,11 @@ def time_calls(fn: Callable, inputs: list, warmup: int = 5) -> np.ndarray:
         fn(**x)
         out[i] = time.perf_counter() - start
     return out
+
+
+def save_results(results: dict, output_dir: str | Path, name: str) -> Path:
+    """Writes `results` as `<output_dir>/<name>.json` and returns the PNG path to plot into beside it."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    return output_dir / f"{name}.png"
