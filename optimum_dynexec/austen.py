@@ -36,11 +36,15 @@ BOOKS: dict[str, str] = {
 
 
 def _find_data_dir(data_dir: Path | None) -> Path:
-    candidates = [Path(data_dir)] if data_dir is not None else [
-        DEFAULT_DATA_DIR,
-        Path("/usr/local/lib/R/site-library/janeaustenr/data"),
-        Path("/usr/lib/R/library/janeaustenr/data"),
-    ]
+    candidates = (
+        [Path(data_dir)]
+        if data_dir is not None
+        else [
+            DEFAULT_DATA_DIR,
+            Path("/usr/local/lib/R/site-library/janeaustenr/data"),
+            Path("/usr/lib/R/library/janeaustenr/data"),
+        ]
+    )
     for folder in candidates:
         if (folder / "Rdata.rdx").is_file() and (folder / "Rdata.rdb").is_file():
             return folder

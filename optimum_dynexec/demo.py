@@ -26,6 +26,14 @@ def main() -> int:
         "against its FP32 model (/fp32); 'calibrated' is the threshold stored at export.\n"
         f"Plot and JSON: {cache_dir('demo')}. Full sweep: make bench.\n"
     )
+    from .benchmark.speculative import SpeculativeBenchConfig
+    from .benchmark.speculative import format_table as speculative_table
+    from .benchmark.speculative import run_benchmark as run_speculative
+
+    sys.stdout.write("\n== Speculative decoding: SmolLM2-135M on Austen passages vs optimum-intel's greedy ==\n")
+    config = SpeculativeBenchConfig(num_prompts=1, rounds=1, precisions=["f32"], prompt_lookup_num_tokens=[5])
+    sys.stdout.write(speculative_table(run_speculative(config, cache_dir("demo"))) + "\n")
+    sys.stdout.write("'identical' compares the text with optimum-intel's own greedy output (exact f32).\n")
     return 0
 
 

@@ -84,6 +84,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     speculation_enabled: bool = False
     num_forward_calls: int = 0  # target calls so far: tokens generated / calls = tokens accepted per call
     use_lean_loop: bool = True  # greedy speculation through `speculative_greedy`; False: transformers' loop
+    draft_back_off: bool = True  # the lean loop's heuristic schedule may stop drafting when the draft keeps failing
     last_speculative_stats = None
 
     @classmethod
@@ -191,7 +192,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             max_new = config.max_length - input_ids.shape[-1]
         lookup = kwargs.get("prompt_lookup_num_tokens", config.prompt_lookup_num_tokens)
         if assistant_model is not None:
-            schedule = LookaheadSchedule(int(config.num_assistant_tokens), config.num_assistant_tokens_schedule)
+            schedule = LookaheadSchedule(
+                int(config.num_assistant_tokens), config.num_assistant_tokens_schedule, back_off=self.draft_back_off
+            )
             confidence = float(config.assistant_confidence_threshold or 0.0)
         else:
             schedule, confidence = LookaheadSchedule(int(lookup), "constant"), 0.0

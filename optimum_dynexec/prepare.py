@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging()
     if args.what in ("llm", "all"):
+        from .austen import load_austen_books
+
+        logger.info("Austen novels: %d books", len(load_austen_books()))
         logger.info("SmolLM2 OpenVINO export: %s", smollm2_openvino_dir("fp32"))
     if args.what == "llm":
         return

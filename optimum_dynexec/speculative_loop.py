@@ -100,7 +100,7 @@ def speculative_greedy(
         draft_runner.reset()
     while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
         budget = max_new_tokens - (len(seq) - prompt_length)
-        k = min(schedule.num_tokens, budget - 1) if budget > 1 else 0
+        k = min(schedule.next(), budget - 1) if budget > 1 else 0
         # Draft: up to k tokens after seq.
         if k <= 0:
             proposal = np.empty(0, dtype=np.int64)

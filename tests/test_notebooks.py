@@ -8,6 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 from optimum_dynexec.prepare import is_prepared, sentiment_classifier_dir
+from optimum_dynexec.utils import cache_dir
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -20,3 +21,15 @@ def test_early_exit_notebook(monkeypatch):
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "exited after layer" in printed and "threshold  speedup" in printed
     assert os.environ["DYNEXEC_NOTEBOOK_SMALL"] == "1"
+
+
+@pytest.mark.skipif(
+    not (cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32" / "openvino_model.xml").exists(),
+    reason="SmolLM2 not prepared: run `make models`",
+)
+def test_speculative_decoding_notebook(monkeypatch):
+    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
+    nb = nbformat.read(NOTEBOOKS / "speculative_decoding.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "prompt lookup k=5" in printed and "identical to plain: False" not in printed

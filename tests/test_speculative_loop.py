@@ -131,3 +131,26 @@ def test_logits_processors_send_generate_to_transformers(models):
     )
     assert target.last_speculative_stats is None
     assert torch.equal(out, target.generate(input_ids=t, max_new_tokens=12, do_sample=False, repetition_penalty=1.3))
+
+
+def test_back_off_stops_drafting_and_probes():
+    s = LookaheadSchedule(2, "heuristic", back_off=True, probe_every=4)
+    s.update(2, 0)
+    s.update(1, 0)
+    assert s.num_tokens == 0
+    plan = [s.next() for _ in range(8)]
+    assert plan == [0, 0, 0, 1, 0, 0, 0, 1]
+    s.update(1, 1)  # a probe that succeeds brings drafting back
+    assert s.next() == 3
+    with pytest.raises(ValueError, match="probe_every"):
+        LookaheadSchedule(probe_every=0)
+
+
+def test_back_off_loop_is_lossless_and_makes_fewer_drafts(models):
+    target, draft, _ = models
+    for ids in prompts():
+        reference = plain_greedy(target, ids, 30)
+        out, stats = speculative_greedy(target, ids, 30, draft=draft, schedule=LookaheadSchedule(3, back_off=True))
+        np.testing.assert_array_equal(out, reference)
+        _, eager = speculative_greedy(target, ids, 30, draft=draft, schedule=LookaheadSchedule(3))
+        assert stats.proposed <= eager.proposed

@@ -184,7 +184,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 tps = config.max_new_tokens * len(inputs) * config.rounds / sum(times[name])
                 identical = all(torch.equal(outputs[(name, i)], outputs[("plain", i)]) for i in range(len(inputs)))
                 per_call = None
-                if name != "plain":
+                if name != "plain" and hasattr(contenders[name][0], "num_forward_calls"):
                     per_call = float(
                         np.mean([config.max_new_tokens / max(1, calls[(name, i)]) for i in range(len(inputs))])
                     )

@@ -9,28 +9,45 @@ import numpy as np
 
 @dataclass
 class LookaheadSchedule:
-    """Draft length per target call: `"constant"`, or `"heuristic"` (grow by 2 after a full acceptance, shrink by 1
-    after a rejection, between 1 and `max_tokens`), as transformers' `num_assistant_tokens_schedule`."""
+    """Draft length per target call, as transformers' `num_assistant_tokens_schedule`.
+
+    `"constant"` keeps `num_tokens`. `"heuristic"` (and `"heuristic_transient"`, the same within one call) grows by 2
+    after a full acceptance and shrinks by 1 after a rejection, between 1 and `max_tokens`; with `back_off=True` it
+    may shrink to 0 (no drafting, plain decoding) and then tries one draft token every `probe_every` calls, so a
+    useless draft costs almost nothing.
+    """
 
     num_tokens: int = 5
     schedule: str = "heuristic"
     max_tokens: int = 16
+    back_off: bool = False
+    probe_every: int = 8
 
     def __post_init__(self):
         if isinstance(self.num_tokens, bool) or not isinstance(self.num_tokens, int) or self.num_tokens <= 0:
             raise ValueError(f"The lookahead must be a positive number of tokens, got {self.num_tokens!r}.")
         if self.schedule not in ("constant", "heuristic", "heuristic_transient"):
             raise ValueError(f"Unknown lookahead schedule {self.schedule!r}.")
+        if self.probe_every <= 0:
+            raise ValueError(f"probe_every must be positive, got {self.probe_every}.")
         self.max_tokens = max(self.max_tokens, self.num_tokens)
+        self._idle = 0
+
+    def next(self) -> int:
+        """How many tokens to draft for the coming target call."""
+        if self.num_tokens > 0:
+            return self.num_tokens
+        self._idle += 1
+        return 1 if self._idle % self.probe_every == 0 else 0
 
     def update(self, proposed: int, accepted: int) -> None:
         """Adapts the next draft length to how many of `proposed` tokens the target `accepted`."""
         if self.schedule == "constant" or proposed == 0:
             return
         if accepted == proposed:
-            self.num_tokens = min(self.max_tokens, self.num_tokens + 2)
+            self.num_tokens = min(self.max_tokens, max(self.num_tokens, 1) + 2)
         else:
-            self.num_tokens = max(1, self.num_tokens - 1)
+            self.num_tokens = max(0 if self.back_off else 1, self.num_tokens - 1)
 
 
 def prompt_lookup_candidates(tokens: np.ndarray, num_tokens: int, max_ngram: int = 3) -> np.ndarray:
