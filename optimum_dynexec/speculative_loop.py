@@ -10,43 +10,64 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import openvino as ov
 
-from .kv_cache import trim_states
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
 
 
 class StatefulRunner:
-    """Feeds tokens to one stateful OpenVINO causal LM and keeps count of what its states hold."""
+    """Feeds tokens to one stateful OpenVINO causal LM and keeps track of what its states hold.
 
-    def __init__(self, model):
+    Rolling back never reads the states (reading them converts the whole cache, ~50 ms for SmolLM2 in the default
+    bf16/u8 mode): rejected positions stay in the cache and are masked out through `attention_mask`, with
+    `position_ids` counting only the kept tokens. When masked positions pile up, the cache is compacted once.
+    """
+
+    def __init__(self, model, max_masked: int = 256):
         model.compile()
         self.model = model
         self.request = model.request
         self.names = set(model.input_names)
-        self.length = 0
+        self.max_masked = max_masked
+        self.kept = np.zeros(0, dtype=np.int64)  # per cached position: 1 kept, 0 rolled back
+
+    @property
+    def length(self) -> int:
+        """Tokens the cache holds that count (rolled-back positions excluded)."""
+        return int(self.kept.sum())
 
     def reset(self) -> None:
         self.request.reset_state()
-        self.length = 0
+        self.kept = np.zeros(0, dtype=np.int64)
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         """Logits `(len(tokens), vocab)` after feeding `tokens` `(n,)` on top of the cached ones."""
-        n = len(tokens)
+        n, past = len(tokens), self.length
+        self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64)])
         feeds = {"input_ids": tokens[None].astype(np.int64)}
         if "attention_mask" in self.names:
-            feeds["attention_mask"] = np.ones((1, self.length + n), dtype=np.int64)
+            feeds["attention_mask"] = self.kept[None]
         if "position_ids" in self.names:
-            feeds["position_ids"] = np.arange(self.length, self.length + n, dtype=np.int64)[None]
+            feeds["position_ids"] = np.arange(past, past + n, dtype=np.int64)[None]
         if "beam_idx" in self.names:
             feeds["beam_idx"] = np.zeros(1, dtype=np.int32)
-        logits = self.request.infer(feeds, share_inputs=True)["logits"][0]
-        self.length += n
-        return logits
+        return self.request.infer(feeds, share_inputs=True)["logits"][0]
 
     def trim(self, length: int) -> None:
-        if length < self.length:
-            trim_states(self.request, length)
-            self.length = length
+        """Rolls back to the first `length` kept tokens."""
+        drop = self.length - length
+        if drop <= 0:
+            return
+        self.kept[np.flatnonzero(self.kept)[-drop:]] = 0
+        if len(self.kept) - length > self.max_masked:
+            self._compact()
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.kept)
+        for state in self.request.query_state():
+            data = state.state.data
+            state.state = ov.Tensor(np.ascontiguousarray(data[:, :, keep]))
+        self.kept = np.ones(len(keep), dtype=np.int64)
 
 
 @dataclass
@@ -126,7 +147,7 @@ def speculative_greedy(
             seq.append(token)
             if token in eos or len(seq) - prompt_length >= max_new_tokens:
                 break
-    target._past_length = runner.length
+    target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
     return np.asarray(seq, dtype=np.int64)[None], stats
 
 

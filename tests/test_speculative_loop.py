@@ -154,3 +154,21 @@ def test_back_off_loop_is_lossless_and_makes_fewer_drafts(models):
         np.testing.assert_array_equal(out, reference)
         _, eager = speculative_greedy(target, ids, 30, draft=draft, schedule=LookaheadSchedule(3))
         assert stats.proposed <= eager.proposed
+
+
+def test_runner_masks_rolled_back_positions_and_compacts(models):
+    from optimum_dynexec.speculative_loop import StatefulRunner
+
+    target, _, _ = models
+    prompt, junk, more = np.array([5, 9, 33, 41, 7]), np.array([60, 61, 62]), np.array([11, 12])
+    fresh = StatefulRunner(target)
+    fresh.reset()
+    expected = fresh(np.concatenate([prompt, more]))[-len(more) :]
+    for max_masked in (256, 1):  # masked only, then compacted
+        runner = StatefulRunner(target, max_masked=max_masked)
+        runner.reset()
+        runner(np.concatenate([prompt, junk]))
+        runner.trim(len(prompt))
+        assert runner.length == len(prompt)
+        assert len(runner.kept) == (len(prompt) + len(junk) if max_masked == 256 else len(prompt))
+        np.testing.assert_allclose(runner(more), expected, atol=1e-4, rtol=1e-4)
