@@ -1,0 +1,499 @@
+"""A same-tokenizer draft model for speculative decoding, distilled from its target causal LM.
+
+The student is a `LlamaForCausalLM` with the target's config but only a few decoder layers, initialised from the
+target's first layers, and sharing copies of the target's embeddings, final norm and (tied) LM head, so it keeps the
+target's vocabulary and tokenizer and every token it drafts is a valid target token. It learns the target's
+next-token distribution by knowledge distillation on Jane Austen's novels: the loss is the KL divergence from the
+target's top-k distribution (renormalised) to the student's full-vocabulary distribution. Embeddings and LM head are
+frozen. The last `eval_fraction` of every book is held out, and the greedy acceptance rate there (the fraction of
+positions where the student's argmax equals the target's argmax under teacher forcing) is measured before and after
+training.
+
+Training is seeded and resumable: a checkpoint (trainable weights, optimizer, step, time spent) is written into
+`output_dir/checkpoint` every `save_every` steps and when the time budget runs out; calling `train_draft` again on the
+same folder continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..utils import set_seed
+
+logger = logging.getLogger("optimum_dynexec.training.draft")  # also when run with `python -m`
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+METRICS_FILE = "draft_metrics.json"
+# Fields that must match for a run to resume from a checkpoint (the step budget and time budget may change).
+RESUME_KEYS = ("num_layers", "seq_len", "batch_size", "learning_rate", "top_k", "temperature", "seed", "eval_fraction")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class DraftConfig:
+    """Settings of a draft distillation run; validated on construction (`ValueError` on a bad value).
+
+    Attributes:
+        num_layers: decoder layers of the student, initialised from the target's first `num_layers` layers.
+        seq_len: tokens per training chunk.
+        batch_size: chunks per optimizer step.
+        max_steps: optimizer steps (the cosine schedule spans them).
+        max_minutes: wall-time budget of the training loop (summed over resumed runs); training stops early, saves a
+            checkpoint and finishes the run when it is spent. `None` means no limit.
+        learning_rate: AdamW peak learning rate (after `warmup_steps` of linear warm-up, then cosine decay to 10%).
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay of the decoder layers.
+        top_k: the target distribution is restricted to its `top_k` most likely tokens (renormalised).
+        temperature: softening of both distributions in the loss.
+        teacher_dtype: dtype of the target's forward pass during training (`bfloat16` is ~4x faster on CPUs with
+            AVX512-BF16; evaluation always runs the target in float32).
+        student_autocast: run the student's forward/backward under bfloat16 autocast (weights stay float32).
+        train_norm: also train the student's final norm (embeddings and LM head are always frozen).
+        eval_fraction: the last fraction of every text is held out for evaluation.
+        eval_tokens: at most this many held-out tokens are used to measure acceptance (0: all).
+        max_train_tokens: at most this many training tokens are kept (0: all).
+        save_every: checkpoint interval in steps.
+        seed: seeds initialisation-independent randomness and the data order.
+    """
+
+    num_layers: int = 4
+    seq_len: int = 128
+    batch_size: int = 8
+    max_steps: int = 600
+    max_minutes: float | None = 21.0
+    learning_rate: float = 3e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    top_k: int = 64
+    temperature: float = 1.0
+    teacher_dtype: str = "bfloat16"
+    student_autocast: bool = True
+    train_norm: bool = True
+    eval_fraction: float = 0.05
+    eval_tokens: int = 16384
+    max_train_tokens: int = 0
+    save_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("num_layers", "seq_len", "batch_size", "max_steps", "top_k", "save_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("warmup_steps", "eval_tokens", "max_train_tokens", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+        if self.seq_len < 2:
+            raise ValueError(f"`seq_len` must be at least 2, got {self.seq_len}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"`max_minutes` must be positive or None, got {self.max_minutes!r}.")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+            raise ValueError(f"`learning_rate` must be in (0, 1), got {self.learning_rate!r}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be positive, got {self.temperature!r}.")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"`eval_fraction` must be in (0, 1), got {self.eval_fraction!r}.")
+        if self.teacher_dtype not in DTYPES:
+            raise ValueError(f"`teacher_dtype` must be one of {sorted(DTYPES)}, got {self.teacher_dtype!r}.")
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+
+
+def split_token_chunks(
+    texts: Mapping[str, str], tokenizer, seq_len: int, eval_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenizes every text and cuts it into `seq_len` chunks: `(train, eval)` int64 tensors `(n, seq_len)`.
+
+    The last `eval_fraction` of every text's tokens goes to the evaluation chunks, the rest to the training chunks.
+    """
+    train, held = [], []
+    for title, text in texts.items():
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = int(len(ids) * (1 - eval_fraction))
+        for part, out in ((ids[:cut], train), (ids[cut:], held)):
+            n = len(part) // seq_len
+            if n:
+                out.append(torch.tensor(part[: n * seq_len], dtype=torch.long).view(n, seq_len))
+        logger.debug("%s: %d tokens", title, len(ids))
+    if not train or not held:
+        raise ValueError(
+            f"The texts are too short for seq_len={seq_len}: need at least one training and one held-out chunk."
+        )
+    return torch.cat(train), torch.cat(held)
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+
+
+def load_target(target_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """The target causal LM in eval mode, frozen."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=dtype).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def build_student(target, num_layers: int):
+    """A `LlamaForCausalLM` with the target's config but its first `num_layers` decoder layers.
+
+    Embeddings, final norm and LM head are copied from the target (the head stays tied to the embeddings when the
+    target's is); the vocabulary is unchanged.
+    """
+    import copy
+
+    from transformers import LlamaForCausalLM
+
+    total = target.config.num_hidden_layers
+    if num_layers > total:
+        raise ValueError(f"The student cannot have {num_layers} layers: the target has {total}.")
+    config = copy.deepcopy(target.config)
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:num_layers]
+    config.architectures = ["LlamaForCausalLM"]
+    student = LlamaForCausalLM(config)
+    state = {}
+    for key, value in target.state_dict().items():
+        if key.startswith("model.layers."):
+            index = int(key.split(".")[2])
+            if index >= num_layers:
+                continue
+        state[key] = value.detach().clone().float()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"Student initialisation failed: missing {missing}, unexpected {unexpected}.")
+    if config.tie_word_embeddings:
+        student.tie_weights()
+    return student
+
+
+def trainable_parameters(student, train_norm: bool) -> list[torch.nn.Parameter]:
+    """Freezes embeddings and LM head (and the final norm unless `train_norm`); returns what stays trainable."""
+    student.requires_grad_(False)
+    student.model.layers.requires_grad_(True)
+    if train_norm:
+        student.model.norm.requires_grad_(True)
+    return [p for p in student.parameters() if p.requires_grad]
+
+
+# ----------------------------------------------------------------------------------------------------------- loss
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, top_k: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """Mean over positions of KL(p_teacher_top_k || p_student), where the teacher's top-k is renormalised.
+
+    The student's log-probabilities are normalised over the full vocabulary, so probability mass it puts outside
+    the teacher's top-k is penalised too.
+    """
+    k = min(top_k, teacher_logits.shape[-1])
+    t_values, t_index = (teacher_logits.float() / temperature).topk(k, dim=-1)
+    t_logp = F.log_softmax(t_values, dim=-1)
+    s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, t_index)
+    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temperature**2
+
+
+@torch.no_grad()
+def teacher_argmax(target, chunks: torch.Tensor, batch_size: int, desc: str = "target argmax") -> torch.Tensor:
+    """The target's greedy next token at every position of `chunks` (float32 forward)."""
+    out = []
+    for start in tqdm(range(0, len(chunks), batch_size), desc=desc, leave=False):
+        out.append(target(chunks[start : start + batch_size]).logits.argmax(-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def acceptance_rate(student, chunks: torch.Tensor, target_argmax: torch.Tensor, batch_size: int) -> float:
+    """Fraction of positions where the student's argmax equals the target's argmax (teacher forcing)."""
+    was_training = student.training
+    student.eval()
+    hits = 0
+    for start in tqdm(range(0, len(chunks), batch_size), desc="acceptance", leave=False):
+        pred = student(chunks[start : start + batch_size]).logits.argmax(-1)
+        hits += int((pred == target_argmax[start : start + batch_size]).sum())
+    student.train(was_training)
+    return hits / target_argmax.numel()
+
+
+@torch.no_grad()
+def mean_kl(student, teacher, chunks: torch.Tensor, config: DraftConfig) -> float:
+    """The distillation loss averaged over `chunks` (no gradients)."""
+    was_training = student.training
+    student.eval()
+    losses = []
+    for start in range(0, len(chunks), config.batch_size):
+        batch = chunks[start : start + config.batch_size]
+        losses.append(float(distillation_loss(student(batch).logits, teacher(batch).logits, config.top_k)))
+    student.train(was_training)
+    return float(np.mean(losses))
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+
+def learning_rate_at(config: DraftConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak over the run.
+
+    The run's progress is the larger of the step fraction and (with a time budget) the fraction of the budget spent,
+    so a run cut short by its budget still ends with a decayed learning rate.
+    """
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
+    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    if config.max_minutes is not None:
+        progress = max(progress, elapsed / (config.max_minutes * 60))
+    progress = min(1.0, progress)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _batch_indices(step: int, n_chunks: int, batch_size: int, seed: int) -> np.ndarray:
+    """The chunk indices of optimizer step `step`: a fresh seeded permutation per epoch, so resuming is exact."""
+    per_epoch = max(1, n_chunks // batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng(seed * 1_000_003 + epoch).permutation(n_chunks)
+    return order[offset * batch_size : (offset + 1) * batch_size]
+
+
+def _save_checkpoint(folder: Path, student, optimizer, state: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    trainable = {k: v.detach().clone() for k, v in student.named_parameters() if v.requires_grad}
+    payload = {
+        "trainable": trainable,
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        **state,
+    }
+    tmp = folder / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(folder / CHECKPOINT_FILE)
+
+
+def train_draft(
+    output_dir: str | Path,
+    config: DraftConfig | None = None,
+    target_dir: str | Path | None = None,
+    texts: Mapping[str, str] | None = None,
+) -> Path:
+    """Distils a shallow draft model from `target_dir` and saves it as a plain transformers folder.
+
+    Args:
+        output_dir: folder for the student (`save_pretrained` + the target's tokenizer), `draft_metrics.json` and
+            the `checkpoint` sub-folder; a run that finds a checkpoint there resumes from it.
+        config: the run's settings (defaults: `DraftConfig()`).
+        target_dir: the target causal LM folder (default: SmolLM2-135M-Instruct from `prepare.smollm2_dir()`).
+        texts: `{name: text}` to distil on (default: Jane Austen's novels from `austen.load_austen_books()`).
+
+    Returns:
+        `output_dir` as a `Path`.
+    """
+    from transformers import AutoTokenizer
+
+    config = config or DraftConfig()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if target_dir is None:
+        from ..prepare import smollm2_dir
+
+        target_dir = smollm2_dir()
+    if texts is None:
+        from ..austen import load_austen_books
+
+        texts = load_austen_books()
+
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    train_chunks, eval_chunks = split_token_chunks(texts, tokenizer, config.seq_len, config.eval_fraction)
+    if config.max_train_tokens:
+        train_chunks = train_chunks[: max(1, config.max_train_tokens // config.seq_len)]
+    if config.eval_tokens:
+        eval_chunks = eval_chunks[: max(1, config.eval_tokens // config.seq_len)]
+    logger.info(
+        "%d training chunks, %d held-out chunks of %d tokens", len(train_chunks), len(eval_chunks), config.seq_len
+    )
+
+    target = load_target(target_dir, torch.float32)
+    student = build_student(target, config.num_layers)
+    params = trainable_parameters(student, config.train_norm)
+    n_params = sum(p.numel() for p in student.parameters())
+    n_trainable = sum(p.numel() for p in params)
+    logger.info("student: %d layers, %d parameters (%d trainable)", config.num_layers, n_params, n_trainable)
+
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    step, elapsed, losses = 0, 0.0, []
+    metrics_before: dict = {}
+    if (checkpoint_dir / CHECKPOINT_FILE).is_file():
+        saved = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        mismatched = [k for k in RESUME_KEYS if saved["config"].get(k) != getattr(config, k)]
+        if mismatched:
+            raise ValueError(
+                f"The checkpoint in {checkpoint_dir} was made with other settings ({mismatched}); "
+                "use another output folder or the same settings."
+            )
+        missing = set(dict(student.named_parameters())) - set(saved["trainable"])
+        student.load_state_dict(saved["trainable"], strict=False)
+        if missing & {n for n, p in student.named_parameters() if p.requires_grad}:
+            raise ValueError(f"The checkpoint lacks trainable weights {sorted(missing)}.")
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, elapsed, losses = saved["step"], saved["elapsed"], saved["losses"]
+        metrics_before = saved["metrics_before"]
+        logger.info("resuming from step %d (%.1f min already spent)", step, elapsed / 60)
+    resumed_from = step
+
+    eval_argmax = teacher_argmax(target, eval_chunks, config.batch_size)
+    if not metrics_before:
+        metrics_before = {
+            "acceptance": acceptance_rate(student, eval_chunks, eval_argmax, config.batch_size),
+        }
+        logger.info("acceptance before training: %.4f", metrics_before["acceptance"])
+
+    teacher = target if config.teacher_dtype == "float32" else load_target(target_dir, DTYPES[config.teacher_dtype])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.student_autocast else nullcontext()
+
+    def checkpoint_state() -> dict:
+        return {
+            "step": step,
+            "elapsed": elapsed,
+            "losses": losses,
+            "metrics_before": metrics_before,
+            "config": asdict(config),
+        }
+
+    budget = None if config.max_minutes is None else config.max_minutes * 60
+    student.train()
+    stopped_by_time = False
+    start_time = time.perf_counter() - elapsed
+    progress = tqdm(total=config.max_steps, initial=step, desc="distilling", unit="step")
+    while step < config.max_steps:
+        if budget is not None and time.perf_counter() - start_time >= budget:
+            stopped_by_time = True
+            logger.info("time budget of %.1f min spent at step %d", config.max_minutes, step)
+            break
+        batch = train_chunks[_batch_indices(step, len(train_chunks), config.batch_size, config.seed)]
+        with torch.no_grad():
+            teacher_logits = teacher(batch).logits
+        with autocast:
+            student_logits = student(batch).logits
+        loss = distillation_loss(student_logits, teacher_logits, config.top_k, config.temperature)
+        lr = learning_rate_at(config, step, time.perf_counter() - start_time)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - start_time
+        progress.update(1)
+        progress.set_postfix(kl=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.2e}")
+        if step % config.save_every == 0 and step < config.max_steps:
+            _save_checkpoint(checkpoint_dir, student, optimizer, checkpoint_state())
+    progress.close()
+    elapsed = time.perf_counter() - start_time
+    _save_checkpoint(checkpoint_dir, student, optimizer, checkpoint_state())
+
+    accept_after = acceptance_rate(student, eval_chunks, eval_argmax, config.batch_size)
+    logger.info("acceptance after training: %.4f (before %.4f)", accept_after, metrics_before["acceptance"])
+
+    student.eval()
+    student.config.use_cache = True
+    student.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    metrics = {
+        "target": str(target_dir),
+        "num_layers": config.num_layers,
+        "parameters": n_params,
+        "trainable_parameters": n_trainable,
+        "vocab_size": int(student.config.vocab_size),
+        "acceptance_before": metrics_before["acceptance"],
+        "acceptance_after": accept_after,
+        "eval_tokens": int(eval_argmax.numel()),
+        "train_tokens_seen": step * config.batch_size * config.seq_len,
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "stopped_by_time_budget": stopped_by_time,
+        "training_seconds": round(elapsed, 1),
+        "training_minutes": round(elapsed / 60, 2),
+        "tokens_per_second": round(step * config.batch_size * config.seq_len / max(elapsed, 1e-9), 1),
+        "first_kl": losses[0] if losses else None,
+        "last_kl_mean20": float(np.mean(losses[-20:])) if losses else None,
+        "config": asdict(config),
+    }
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return output_dir
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m optimum_dynexec.training.draft --output <dir> [--layers N] [--minutes M]`."""
+    from ..utils import setup_logging
+
+    parser = argparse.ArgumentParser(description="Distil a same-tokenizer draft model from SmolLM2 on Jane Austen.")
+    parser.add_argument("--output", required=True, type=Path, help="output folder (resumes from its checkpoint)")
+    parser.add_argument("--layers", type=int, default=DraftConfig.num_layers, help="student decoder layers")
+    parser.add_argument("--minutes", type=float, default=DraftConfig.max_minutes, help="training time budget")
+    parser.add_argument("--steps", type=int, default=DraftConfig.max_steps, help="optimizer steps")
+    parser.add_argument("--seq-len", type=int, default=DraftConfig.seq_len)
+    parser.add_argument("--batch-size", type=int, default=DraftConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=DraftConfig.learning_rate)
+    parser.add_argument("--no-autocast", action="store_true", help="train the student in plain float32")
+    parser.add_argument("--target", type=Path, default=None, help="target model folder (default: SmolLM2)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    setup_logging()
+    config = DraftConfig(
+        num_layers=args.layers,
+        max_minutes=args.minutes,
+        max_steps=args.steps,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        student_autocast=not args.no_autocast,
+        seed=args.seed,
+    )
+    out = train_draft(args.output, config, target_dir=args.target)
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    logger.info(
+        "draft saved to %s: acceptance %.4f -> %.4f in %.1f min",
+        out,
+        metrics["acceptance_before"],
+        metrics["acceptance_after"],
+        metrics["training_minutes"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Mechanics of the draft-model distillation on a tiny random Llama (the real run uses SmolLM2 and Jane Austen)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import make_tokenizer, random_texts
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from optimum_dynexec.training.draft import (
+    METRICS_FILE,
+    DraftConfig,
+    build_student,
+    load_target,
+    mean_kl,
+    split_token_chunks,
+    train_draft,
+)
+
+TEXTS = {f"book{i}": " ".join(random_texts(300, seed=i)) for i in range(2)}
+
+
+@pytest.fixture(scope="module")
+def tiny_target(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_llama_target")
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+    )
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_config(**kwargs) -> DraftConfig:
+    defaults = dict(
+        num_layers=1,
+        seq_len=16,
+        batch_size=4,
+        max_steps=4,
+        max_minutes=None,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        top_k=8,
+        teacher_dtype="float32",
+        student_autocast=False,
+        eval_tokens=0,
+        save_every=2,
+    )
+    defaults.update(kwargs)
+    return DraftConfig(**defaults)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_layers": 0},
+        {"seq_len": 1},
+        {"batch_size": -2},
+        {"max_steps": 0},
+        {"max_minutes": 0.0},
+        {"learning_rate": -1e-3},
+        {"top_k": 0},
+        {"temperature": 0.0},
+        {"eval_fraction": 1.0},
+        {"teacher_dtype": "float8"},
+        {"num_layers": 2.5},
+    ],
+)
+def test_bad_config_raises(bad):
+    with pytest.raises(ValueError):
+        DraftConfig(**bad)
+
+
+def test_student_deeper_than_target_raises(tiny_target, tmp_path):
+    with pytest.raises(ValueError, match="layers"):
+        train_draft(tmp_path / "out", tiny_config(num_layers=5), target_dir=tiny_target, texts=TEXTS)
+
+
+def test_student_keeps_vocab_tokenizer_and_shares_embeddings(tiny_target, tmp_path):
+    target = load_target(tiny_target)
+    student = build_student(target, 2)
+    assert student.config.vocab_size == target.config.vocab_size
+    assert student.config.num_hidden_layers == 2
+    assert torch.equal(student.model.embed_tokens.weight, target.model.embed_tokens.weight)
+    assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()  # tied
+    assert torch.equal(student.model.layers[1].mlp.up_proj.weight, target.model.layers[1].mlp.up_proj.weight)
+
+    out = train_draft(tmp_path / "draft", tiny_config(num_layers=2, max_steps=2), target_dir=tiny_target, texts=TEXTS)
+    saved = AutoModelForCausalLM.from_pretrained(out)
+    assert saved.config.vocab_size == target.config.vocab_size
+    assert saved.config.num_hidden_layers == 2
+    assert torch.equal(saved.model.embed_tokens.weight, target.model.embed_tokens.weight)  # frozen
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_target).get_vocab()
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["steps"] == 2 and metrics["vocab_size"] == target.config.vocab_size
+    assert 0.0 <= metrics["acceptance_before"] <= 1.0 and 0.0 <= metrics["acceptance_after"] <= 1.0
+    assert metrics["parameters"] == sum(p.numel() for p in saved.parameters())
+
+
+def test_training_lowers_kl(tiny_target, tmp_path):
+    config = tiny_config(max_steps=40)
+    target = load_target(tiny_target)
+    train_chunks, _ = split_token_chunks(TEXTS, AutoTokenizer.from_pretrained(tiny_target), 16, config.eval_fraction)
+    before = mean_kl(build_student(target, 1), target, train_chunks, config)
+    out = train_draft(tmp_path / "draft", config, target_dir=tiny_target, texts=TEXTS)
+    after = mean_kl(AutoModelForCausalLM.from_pretrained(out), target, train_chunks, config)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_continues_from_checkpoint(tiny_target, tmp_path, monkeypatch):
+    from optimum_dynexec.training import draft
+
+    config = tiny_config(max_steps=6, save_every=2)
+    straight = train_draft(tmp_path / "straight", config, target_dir=tiny_target, texts=TEXTS)
+
+    # A run killed during its 4th step leaves the checkpoint of step 2 behind.
+    real_loss, calls = draft.distillation_loss, []
+
+    def dying_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(draft, "distillation_loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_draft(resumed, config, target_dir=tiny_target, texts=TEXTS)
+    monkeypatch.setattr(draft, "distillation_loss", real_loss)
+    assert (resumed / draft.CHECKPOINT_DIR / draft.CHECKPOINT_FILE).is_file()
+    assert not (resumed / METRICS_FILE).exists()
+
+    train_draft(resumed, config, target_dir=tiny_target, texts=TEXTS)
+    metrics = json.loads((resumed / METRICS_FILE).read_text())
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 6
+    straight_metrics = json.loads((straight / METRICS_FILE).read_text())
+    assert metrics["acceptance_before"] == straight_metrics["acceptance_before"]
+    a = AutoModelForCausalLM.from_pretrained(straight).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    with pytest.raises(ValueError, match="checkpoint"):
+        train_draft(resumed, tiny_config(max_steps=8, seq_len=8), target_dir=tiny_target, texts=TEXTS)
+
+
+def test_load_austen_books_missing_package_names_it(tmp_path, monkeypatch):
+    from optimum_dynexec.austen import APT_PACKAGE, load_austen_books
+
+    monkeypatch.setenv("OPTIMUM_DYNEXEC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=APT_PACKAGE):
+        load_austen_books(data_dir=tmp_path / "nowhere")
+
+
+def test_load_austen_books(tmp_path, monkeypatch):
+    from optimum_dynexec.austen import DEFAULT_DATA_DIR, load_austen_books
+
+    if not (DEFAULT_DATA_DIR / "Rdata.rdx").is_file():
+        pytest.skip("Debian package r-cran-janeaustenr is not installed")
+    pytest.importorskip("rdata")
+    monkeypatch.setenv("OPTIMUM_DYNEXEC_CACHE", str(tmp_path / "cache"))
+    books = load_austen_books()
+    assert len(books) == 6
+    assert "It is a truth universally acknowledged" in books["Pride & Prejudice"]
+    assert sum(len(t) for t in books.values()) > 3_500_000
+    assert len(list((tmp_path / "cache" / "data" / "austen").glob("*.txt"))) == 6
+    assert load_austen_books() == books  # from the cache
