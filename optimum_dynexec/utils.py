@@ -6,6 +6,9 @@ import importlib.util
 import logging
 import os
 import random
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +65,15 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         package_logger.addHandler(handler)
     package_logger.setLevel(level)
+
+
+@contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """Yields a scratch folder beside `out` that replaces `out` only when the block succeeds, so an interrupted
+    preparation never leaves a half-written folder that looks complete."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)

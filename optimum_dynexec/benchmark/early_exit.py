@@ -110,7 +110,10 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
     rows = []
     reference = {q: _predict(plain[q], batches)[0] for q in folders}
     for q, name, threshold in tqdm(settings, desc="quality"):
-        preds, exits = _predict(model_for(q, name, threshold), batches)
+        if name == "plain":  # already predicted as the reference
+            preds, exits = reference[q], None
+        else:
+            preds, exits = _predict(model_for(q, name, threshold), batches)
         rows.append(
             {
                 "precision": q,

@@ -45,7 +45,8 @@ def check_same_tokenizer(target: Path, draft: Path) -> None:
         )
 
 
-def _export_one(path: Path, output: Path, quantization_config) -> None:
+def export_causal_lm(path: Path, output: Path, quantization_config=None) -> None:
+    """A stateful optimum-intel export of one causal LM with its tokenizer."""
     from optimum.intel import OVModelForCausalLM
     from transformers import AutoTokenizer
 
@@ -106,9 +107,9 @@ def export_speculative(
         "draft": quantization.describe(draft_quantization_config) if draft_model else None,
     }
     output.mkdir(parents=True, exist_ok=True)
-    _export_one(target, output, quantization_config)
+    export_causal_lm(target, output, quantization_config)
     if draft_model is not None:
-        _export_one(draft, output / config.draft, draft_quantization_config)
+        export_causal_lm(draft, output / config.draft, draft_quantization_config)
     config.save(output)
     logger.info("exported %s with %s", output, f"draft {config.draft}/" if config.draft else "prompt lookup")
     return config

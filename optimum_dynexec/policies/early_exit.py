@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,8 +164,6 @@ def select_exits(
         `(chosen, threshold, stats)`: 0-based candidate indices kept, their threshold, and calibration stats plus
         `expected_cost` and `expected_cost_full` (the cost model's price of the full model).
     """
-    import itertools
-
     n = layer_logits.shape[0] - 1
     if n > 15:
         raise ValueError(f"Exit selection searches every subset; {n} candidates are too many, give --exit-layers.")
