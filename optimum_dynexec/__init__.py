@@ -13,12 +13,16 @@ _LAZY = {
     "EarlyExitConfig": ".configuration",
     "export_early_exit": ".exporters.early_exit",
     "OVModelForCausalLM": ".modeling_decoder",
+    "OVStableDiffusionPipeline": ".modeling_diffusion",
+    "StepSaverPipelineOutput": ".modeling_diffusion",
+    "StepSaverConfig": ".configuration",
 }
 
 if TYPE_CHECKING:
-    from .configuration import EarlyExitConfig
+    from .configuration import EarlyExitConfig, StepSaverConfig
     from .exporters.early_exit import export_early_exit
     from .modeling_decoder import OVModelForCausalLM
+    from .modeling_diffusion import OVStableDiffusionPipeline, StepSaverPipelineOutput
     from .modeling_early_exit import EarlyExitClassifierOutput, OVModelForSequenceClassification
 
 
@@ -35,6 +39,9 @@ __all__ = [
     "EarlyExitConfig",
     "OVModelForCausalLM",
     "OVModelForSequenceClassification",
+    "OVStableDiffusionPipeline",
+    "StepSaverConfig",
+    "StepSaverPipelineOutput",
     "export_early_exit",
     "__version__",
 ]

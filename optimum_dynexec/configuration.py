@@ -174,10 +174,93 @@ class SpeculativeConfig(JsonConfig):
         }
 
 
-TECHNIQUES = {"early-exit": EarlyExitConfig, "speculative": SpeculativeConfig}
+STEP_POLICIES = ("predictor", "adaptive", "fixed")
+STEP_BATCHING = ("group", "max")
 
 
-def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | SpeculativeConfig | None:
+@dataclass
+class StepSaverConfig(JsonConfig):
+    """How a diffusion pipeline chooses its number of denoising steps.
+
+    Args:
+        policy (`str`, defaults to `"predictor"`): `"predictor"` (StepSaver: a text model predicts each prompt's
+            steps), `"adaptive"` (run up to `default_steps` and stop once the predicted clean latent stops changing)
+            or `"fixed"` (always `default_steps`, as the plain pipeline).
+        default_steps (`int`, defaults to 50): the fixed schedule of the plain pipeline, and the adaptive policy's
+            maximum.
+        predictor (`str`, *optional*): subfolder holding the step predictor (an OpenVINO text classifier over
+            `step_buckets`); required by the `"predictor"` policy.
+        step_buckets (`list[int]`): the step counts the predictor chooses between, strictly increasing.
+        quantile (`float`, defaults to 0.5): the predictor picks the fewest steps whose predicted probability of
+            being enough reaches this, in `(0, 1]`; higher is more conservative.
+        batching (`str`, defaults to `"group"`): for a batch of prompts, `"group"` runs each predicted step count
+            as its own sub-batch (every prompt gets its own steps), `"max"` runs the whole batch at the largest.
+        tolerance (`float`, defaults to 0.02): adaptive stop once the relative change of the predicted clean latent
+            between steps stays below this, in `(0, 1)`.
+        patience (`int`, defaults to 2): consecutive steps under `tolerance` before stopping.
+        min_steps (`int`, defaults to 4): the adaptive policy never stops before this many steps.
+        training (`dict`, *optional*): how the predictor was trained and what it measured.
+        quantization (`dict`, *optional*): how the UNet and the predictor were compressed.
+
+    Raises:
+        `ValueError`: on any inconsistent value, naming it.
+    """
+
+    policy: str = "predictor"
+    default_steps: int = 50
+    predictor: str | None = "step_predictor"
+    step_buckets: list[int] = field(default_factory=list)
+    quantile: float = 0.5
+    batching: str = "group"
+    tolerance: float = 0.02
+    patience: int = 2
+    min_steps: int = 4
+    training: dict | None = None
+    quantization: dict | None = None
+    technique: str = "stepsaver"
+
+    def __post_init__(self):
+        if self.technique != "stepsaver":
+            raise ValueError(f"StepSaverConfig has technique 'stepsaver', got {self.technique!r}.")
+        validate_step_policy(self.policy)
+        _check_positive_int("default_steps", self.default_steps)
+        _check_positive_int("patience", self.patience)
+        _check_positive_int("min_steps", self.min_steps)
+        self.step_buckets = [int(b) for b in self.step_buckets]
+        if any(b <= 0 for b in self.step_buckets) or any(
+            b <= a for a, b in zip(self.step_buckets, self.step_buckets[1:])
+        ):
+            raise ValueError(f"step_buckets must be positive and strictly increasing, got {self.step_buckets}.")
+        if self.policy == "predictor" and (self.predictor is None or not self.step_buckets):
+            raise ValueError("The 'predictor' step policy needs a predictor subfolder and its step_buckets.")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {self.quantile}.")
+        if self.batching not in STEP_BATCHING:
+            raise ValueError(f"Unknown batching {self.batching!r}; choose one of {STEP_BATCHING}.")
+        validate_tolerance(self.tolerance)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def validate_step_policy(policy: str) -> None:
+    """Raises `ValueError` unless `policy` is one of `STEP_POLICIES`."""
+    if policy not in STEP_POLICIES:
+        raise ValueError(f"Unknown step policy {policy!r}; choose one of {STEP_POLICIES}.")
+
+
+def validate_tolerance(tolerance: float) -> None:
+    """Raises `ValueError` unless the adaptive-stop tolerance is a number in `(0, 1)`."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance must be a number in (0, 1), got {tolerance!r}.")
+
+
+TECHNIQUES = {"early-exit": EarlyExitConfig, "speculative": SpeculativeConfig, "stepsaver": StepSaverConfig}
+
+
+def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | SpeculativeConfig | StepSaverConfig | None:
     """Reads `dynexec_config.json` from a model folder, or returns `None` when the folder has none.
 
     Raises:

@@ -46,3 +46,28 @@ def test_early_exit_table_has_a_row_per_setting():
     }
     table = format_table({"rows": [row, {**row, "setting": "calibrated", "speedup_batch32": 2.5}]})
     assert len(table.splitlines()) == 4 and "calibrated" in table and "2.50" in table
+
+
+def test_stepsaver_preset_and_errors():
+    from optimum_dynexec.benchmark.stepsaver import StepSaverBenchConfig
+    from optimum_dynexec.benchmark.stepsaver import format_table as stepsaver_table
+
+    config = StepSaverBenchConfig.from_file(CONFIGS / "stepsaver.json")
+    assert config.quantizations == ["fp32", "int8"] and "predictor" in config.methods
+    with pytest.raises(ValueError, match="Unknown"):
+        StepSaverBenchConfig(methods=["fastest"])
+    with pytest.raises(ValueError, match="positive"):
+        StepSaverBenchConfig(num_prompts=0)
+    row = {
+        "quantization": "fp32",
+        "method": "predictor",
+        "mean_steps": 15.0,
+        "step_reduction": 3.33,
+        "seconds_per_image": 0.05,
+        "speedup": 2.9,
+        "judge_accuracy": 0.9,
+        "ssim_to_reference": 0.8,
+        "fid_judge": 3.0,
+    }
+    table = stepsaver_table({"rows": [row, {**row, "method": "plain", "speedup": 1.0}]})
+    assert len(table.splitlines()) == 4 and "3.33x" in table and "2.90x" in table

@@ -1,4 +1,5 @@
-"""`python -m optimum_dynexec.benchmark early-exit [--config configs/early_exit.json] [--output benchmarks]`."""
+"""`python -m optimum_dynexec.benchmark {early-exit,speculative,stepsaver} [--config configs/<name>.json]
+[--output benchmarks]`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     sd = sub.add_parser("speculative", help="speculative decoding vs optimum-intel's OVModelForCausalLM")
     sd.add_argument("--config", default="configs/speculative.json")
     sd.add_argument("--output", default="benchmarks")
+    ss = sub.add_parser(
+        "stepsaver", help="StepSaver and adaptive stopping vs optimum-intel's OVStableDiffusionPipeline"
+    )
+    ss.add_argument("--config", default="configs/stepsaver.json")
+    ss.add_argument("--output", default="benchmarks")
+    ss.add_argument("--num-prompts", type=int, default=None, help="override the config's held-out prompt count")
     args = parser.parse_args(argv)
     from ..utils import setup_logging
 
@@ -35,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
 
         results = run_benchmark(SpeculativeBenchConfig.from_file(args.config), args.output)
         sys.stdout.write(speculative_table(results) + "\n")
+    elif args.technique == "stepsaver":
+        from .stepsaver import StepSaverBenchConfig
+        from .stepsaver import format_table as stepsaver_table
+        from .stepsaver import run_benchmark as run_stepsaver
+
+        config = StepSaverBenchConfig.from_file(args.config)
+        config.num_prompts = args.num_prompts or config.num_prompts
+        results = run_stepsaver(config, args.output)
+        sys.stdout.write(stepsaver_table(results) + "\n")
     return 0
 
 

@@ -11,7 +11,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("text-classification", "text-generation-with-past")
+TASKS = ("text-classification", "text-generation-with-past", "text-to-image")
 
 
 def parse_args_dynexec(parser: ArgumentParser) -> None:
@@ -76,12 +76,49 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         default=None,
         help="Without --draft-model: tokens copied from the prompt per call (default 5).",
     )
+    ss = parser.add_argument_group("StepSaver (text-to-image)")
+    ss.add_argument(
+        "--train-step-predictor",
+        action="store_true",
+        help="Label --train-prompts with their fewest sufficient steps on the exported pipeline and train the step "
+        "predictor on them (from --predictor-base).",
+    )
+    ss.add_argument("--train-prompts", type=Path, default=None, help="Prompts to train on, one per line (.txt).")
+    ss.add_argument(
+        "--step-predictor", type=Path, default=None, help="A step predictor trained already, to attach as it is."
+    )
+    ss.add_argument(
+        "--predictor-base",
+        type=Path,
+        default=None,
+        help="Encoder to fine-tune into the predictor (default: all-MiniLM-L6-v2 from `make models`).",
+    )
+    ss.add_argument(
+        "--step-policy",
+        choices=("predictor", "adaptive", "fixed"),
+        default=None,
+        help="Default step policy (predictor when one is attached, else adaptive).",
+    )
+    ss.add_argument("--default-steps", type=int, default=50, help="Fixed steps, and the adaptive maximum (50).")
+    ss.add_argument("--step-grid", type=int, nargs="+", default=None, help="Step counts tried when labelling.")
+    ss.add_argument("--seeds-per-prompt", type=int, default=2, help="Seeds labelled per training prompt (2).")
+    ss.add_argument(
+        "--ssim-threshold", type=float, default=0.85, help="SSIM to the reference that counts as enough (0.85)."
+    )
+    ss.add_argument("--step-quantile", type=float, default=0.5, help="Predicted-steps quantile (0.5: median).")
+    ss.add_argument("--step-batching", choices=("group", "max"), default="group", help="Batches: per-prompt steps.")
+    ss.add_argument("--step-tolerance", type=float, default=0.02, help="Adaptive stop's tolerance (0.02).")
+    ss.add_argument(
+        "--predictor-weight-format", choices=("fp32", "int8"), default=None, help="Predictor weight compression."
+    )
     q = parser.add_argument_group("NNCF compression (stacked on every part)")
     q.add_argument(
         "--quant-mode",
-        choices=("int8",),
+        choices=("int8", "hybrid"),
         default=None,
-        help="Post-training INT8 quantization of weights and activations, calibrated on --train-file.",
+        help="int8: post-training INT8 quantization of weights and activations, calibrated on --train-file; "
+        "hybrid (text-to-image): INT8 weights everywhere and INT8 activations in the UNet, calibrated on "
+        "--train-prompts.",
     )
     q.add_argument("--weight-format", choices=("fp32", "int8", "int4"), default=None, help="Weight-only compression.")
     q.add_argument(
@@ -114,6 +151,8 @@ class DynexecExportCommand(BaseOptimumCLICommand):
         from ..exporters.quantization import quantization_config_from_flags
 
         args = self.args
+        if args.task == "text-to-image":
+            return _export_text_to_image(args)
         exit_layers = _parse_exit_layers(args.exit_layers)
         qconfig = quantization_config_from_flags(args.quant_mode, args.weight_format, args.num_samples)
         if args.task == "text-classification":
@@ -156,6 +195,55 @@ class DynexecExportCommand(BaseOptimumCLICommand):
                 qconfig,
                 quantization_config_from_flags(weight_format=draft_format),
             )
+
+
+def _export_text_to_image(args) -> None:
+    from ..data import read_text_file
+    from ..exporters.diffusion import diffusion_quantization_config, export_stepsaver, train_and_export_stepsaver
+    from ..exporters.quantization import quantization_config_from_flags
+
+    if args.train_step_predictor and args.step_predictor is not None:
+        raise ValueError("Give --train-step-predictor or --step-predictor, not both.")
+    prompts = read_text_file(args.train_prompts).texts if args.train_prompts is not None else None
+    qconfig = diffusion_quantization_config(args.quant_mode, args.weight_format, prompts, args.num_samples)
+    pconfig = quantization_config_from_flags(weight_format=args.predictor_weight_format)
+    policy_kwargs = {
+        "policy": args.step_policy,
+        "default_steps": args.default_steps,
+        "quantile": args.step_quantile,
+        "batching": args.step_batching,
+        "tolerance": args.step_tolerance,
+    }
+    if not args.train_step_predictor:
+        export_stepsaver(
+            args.model,
+            args.output,
+            predictor=args.step_predictor,
+            quantization_config=qconfig,
+            predictor_quantization_config=pconfig,
+            **policy_kwargs,
+        )
+        return
+    if not prompts:
+        raise ValueError("--train-step-predictor needs --train-prompts (a .txt file, one prompt per line).")
+    if args.predictor_base is None:
+        from ..prepare import minilm_dir
+
+        args.predictor_base = minilm_dir()
+    if args.step_grid is not None:
+        policy_kwargs["default_steps"] = max(args.step_grid)
+    train_and_export_stepsaver(
+        args.model,
+        args.output,
+        prompts,
+        args.predictor_base,
+        seeds_per_prompt=args.seeds_per_prompt,
+        step_grid=args.step_grid,
+        ssim_threshold=args.ssim_threshold,
+        quantization_config=qconfig,
+        predictor_quantization_config=pconfig,
+        **policy_kwargs,
+    )
 
 
 def _parse_exit_layers(values: list[str]) -> list[int] | str | None:

@@ -1,0 +1,155 @@
+"""Step policies for diffusion pipelines: StepSaver's choice among step buckets, the labels it learns from, and the
+training-free adaptive stop that rides on diffusers' `callback_on_step_end`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.callbacks import PipelineCallback
+
+from ..configuration import validate_tolerance
+
+logger = logging.getLogger(__name__)
+
+
+def choose_steps(probabilities: np.ndarray, step_buckets: Sequence[int], quantile: float = 0.5) -> np.ndarray:
+    """Per prompt, the fewest bucketed steps whose predicted probability of being enough reaches `quantile`.
+
+    Args:
+        probabilities (`np.ndarray`): `(num_prompts, num_buckets)` predicted probabilities that each bucket is the
+            fewest sufficient step count (rows sum to 1).
+        step_buckets (`Sequence[int]`): the step count of each bucket, increasing.
+        quantile (`float`, defaults to 0.5): 0.5 takes the predicted median; higher values are more conservative.
+
+    Returns:
+        `np.ndarray`: `(num_prompts,)` step counts.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(step_buckets):
+        raise ValueError(
+            f"Expected probabilities of shape (num_prompts, {len(step_buckets)}), got {probabilities.shape}."
+        )
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}.")
+    cumulative = np.cumsum(probabilities, axis=1)
+    # a tiny slack so that quantile=1 reaches the last bucket despite rounding
+    index = np.argmax(cumulative >= quantile - 1e-9, axis=1)
+    return np.asarray(step_buckets, dtype=np.int64)[index]
+
+
+def fewest_sufficient_steps(step_grid: Sequence[int], acceptable: Sequence[bool]) -> int:
+    """The fewest steps of `step_grid` from which every larger grid point is acceptable too.
+
+    Requiring every larger count to pass (not only the first that does) keeps a lucky few-step image from labelling
+    a prompt as easy. The largest grid point is the reference and always counts as acceptable.
+
+    Args:
+        step_grid (`Sequence[int]`): increasing step counts tried for one prompt and seed.
+        acceptable (`Sequence[bool]`): whether the image at each count stayed within tolerance of the reference.
+    """
+    if len(step_grid) != len(acceptable) or not step_grid:
+        raise ValueError("step_grid and acceptable must be non-empty and of the same length.")
+    best = step_grid[-1]
+    for steps, ok in zip(reversed(step_grid[:-1]), reversed(acceptable[:-1])):
+        if not ok:
+            break
+        best = steps
+    return int(best)
+
+
+class AdaptiveStop(PipelineCallback):
+    """Stops denoising once the scheduler's predicted clean latent (`pred_original_sample`) stops changing.
+
+    Use it as `callback_on_step_end` inside `recording_clean_latents(pipe.scheduler, callback)`, which feeds it
+    each step's clean-latent estimate. At the stop it replaces the latents with that estimate and sets the
+    pipeline's `_interrupt`, so the pipeline skips the remaining steps and decodes a real, clean image.
+
+    Args:
+        tolerance (`float`, defaults to 0.02): the relative change `||x0_t - x0_prev|| / ||x0_t||` (worst sample in
+            the batch) under which a step counts as converged, in `(0, 1)`.
+        patience (`int`, defaults to 2): consecutive converged steps needed to stop.
+        min_steps (`int`, defaults to 4): never stop before this many steps.
+
+    Attributes:
+        steps_used (`int`): the denoising steps run in the last call.
+        changes (`list[float]`): the relative change measured after each step of the last call.
+    """
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, tolerance: float = 0.02, patience: int = 2, min_steps: int = 4):
+        super().__init__()
+        validate_tolerance(tolerance)
+        if patience < 1 or min_steps < 1:
+            raise ValueError(f"patience and min_steps must be positive, got {patience} and {min_steps}.")
+        self.tolerance, self.patience, self.min_steps = float(tolerance), int(patience), int(min_steps)
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps_used = 0
+        self.changes: list[float] = []
+        self._previous: torch.Tensor | None = None
+        self._current: torch.Tensor | None = None
+        self._calm = 0
+
+    def record(self, clean_latents: torch.Tensor) -> None:
+        """Receives the scheduler's clean-latent estimate of the step that just ran."""
+        self._current = clean_latents
+
+    def callback_fn(self, pipeline, step_index: int, timestep, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.steps_used = step_index + 1
+        current = self._current
+        if current is None:
+            raise RuntimeError(
+                "AdaptiveStop saw no clean-latent estimate: run the pipeline inside `recording_clean_latents` with a "
+                "scheduler whose step returns `pred_original_sample` (DDIM, DDPM, Euler, ...)."
+            )
+        if self._previous is not None:
+            diff = (current - self._previous).flatten(1).norm(dim=1)
+            scale = current.flatten(1).norm(dim=1).clamp_min(1e-8)
+            change = float((diff / scale).max())
+            self.changes.append(change)
+            self._calm = self._calm + 1 if change < self.tolerance else 0
+        self._previous = current
+        if self._calm >= self.patience and self.steps_used >= self.min_steps:
+            pipeline._interrupt = True
+            callback_kwargs["latents"] = current.to(callback_kwargs["latents"].dtype)
+        return callback_kwargs
+
+
+@contextmanager
+def recording_clean_latents(scheduler, stop: AdaptiveStop) -> Iterator[None]:
+    """Within the block, every `scheduler.step` also hands its `pred_original_sample` to `stop.record`.
+
+    Raises:
+        `ValueError`: when the scheduler does not predict clean latents (e.g. multistep DPM-Solver).
+    """
+    original = scheduler.step
+    had_own_step = "step" in vars(scheduler)
+
+    def step(*args, **kwargs):
+        return_dict = kwargs.pop("return_dict", True)
+        out = original(*args, return_dict=True, **kwargs)
+        clean = getattr(out, "pred_original_sample", None)
+        if clean is None:
+            raise ValueError(
+                f"{type(scheduler).__name__} does not return `pred_original_sample`, which the adaptive step policy "
+                "needs; use a DDIM, DDPM or Euler scheduler."
+            )
+        stop.record(clean)
+        return out if return_dict else out.to_tuple()
+
+    stop.reset()
+    scheduler.step = step
+    try:
+        yield
+    finally:
+        if had_own_step:
+            scheduler.step = original
+        else:
+            del scheduler.step  # back to the class's method
