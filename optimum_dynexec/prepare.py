@@ -240,13 +240,19 @@ def smollm2_draft_dir() -> Path | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
-    parser.add_argument("what", choices=["early-exit", "llm", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["early-exit", "llm", "diffusion", "all"], nargs="?", default="all")
     parser.add_argument("--max-train-samples", type=int, default=DEFAULT_TRAIN_SAMPLES)
     parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS)
     args = parser.parse_args(argv)
     from .utils import setup_logging
 
     setup_logging()
+    if args.what in ("diffusion", "all"):
+        from .prepare_diffusion import prepare_diffusion
+
+        prepare_diffusion()
+    if args.what == "diffusion":
+        return
     if args.what in ("llm", "all"):
         from .austen import load_austen_books
 

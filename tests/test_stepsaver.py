@@ -12,9 +12,9 @@ from conftest import F32
 from optimum.intel import OVStableDiffusionPipeline as PlainPipeline
 from tiny_models import WORDS, make_tiny_sd, random_texts
 
+from optimum_dynexec import OVStableDiffusionPipeline
 from optimum_dynexec.configuration import StepSaverConfig, load_dynexec_config
 from optimum_dynexec.exporters.diffusion import diffusion_quantization_config, export_stepsaver
-from optimum_dynexec import OVStableDiffusionPipeline
 from optimum_dynexec.policies.denoising import AdaptiveStop, choose_steps, fewest_sufficient_steps
 from optimum_dynexec.training.classifier import FineTuneConfig, predict_classifier
 from optimum_dynexec.training.step_predictor import StepRecords, train_step_predictor
