@@ -50,7 +50,8 @@ class OVStableDiffusionPipeline(_OVStableDiffusionPipeline):
 
     An explicit `num_inference_steps` always wins: it runs that fixed schedule, unless the same call also names
     `step_policy="adaptive"`, which then stops within it. The output's `num_inference_steps` lists the steps each
-    image ran (also kept in `pipe.last_num_inference_steps`, for `return_dict=False`).
+    image ran (also kept in `pipe.last_num_inference_steps`, for `return_dict=False`); after an adaptive call,
+    `pipe.last_adaptive_changes` holds the relative change of the clean-latent estimate after each step.
 
     Example:
         >>> pipe = OVStableDiffusionPipeline.from_pretrained("fashion-sd-dynexec")
@@ -61,6 +62,7 @@ class OVStableDiffusionPipeline(_OVStableDiffusionPipeline):
     step_config: StepSaverConfig | None = None
     step_predictor: StepPredictor | None = None
     last_num_inference_steps: list[int] | None = None
+    last_adaptive_changes: list[float] | None = None
 
     @classmethod
     def from_pretrained(
@@ -187,6 +189,7 @@ class OVStableDiffusionPipeline(_OVStableDiffusionPipeline):
             call.pop("callback_on_step_end_tensor_inputs", None)
         with recording_clean_latents(self.scheduler, stop):
             out = self._run(call)
+        self.last_adaptive_changes = list(stop.changes)
         logger.debug("adaptive stop after %d of %d steps (changes %s)", stop.steps_used, max_steps, stop.changes)
         return self._finish(out, [stop.steps_used] * len(out.images), call)
 

@@ -33,3 +33,19 @@ def test_speculative_decoding_notebook(monkeypatch):
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "prompt lookup k=5" in printed and "identical to plain: False" not in printed
+
+
+@pytest.mark.skipif(
+    not (cache_dir("exports") / "fashion-sd-stepsaver-fp32" / "dynexec_config.json").exists(),
+    reason="Fashion-MNIST pipeline not prepared: run `make models`",
+)
+def test_stepsaver_notebook(monkeypatch):
+    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
+    nb = nbformat.read(NOTEBOOKS / "stepsaver_diffusion.ipynb", as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "StepSaver" in printed and "stopped after" in printed
+    images = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= 3  # the sample grid, the comparison grid and the adaptive-stop curve
