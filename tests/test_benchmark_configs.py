@@ -14,7 +14,7 @@ def test_presets_load():
     ee = EarlyExitBenchConfig.from_file(CONFIGS / "early_exit.json")
     assert ee.quantization == ["fp32", "int8"] and all(0 <= t <= 1 for t in ee.thresholds)
     sd = SpeculativeBenchConfig.from_file(CONFIGS / "speculative.json")
-    assert sd.max_new_tokens == 128
+    assert sd.max_new_tokens == 128 and sd.weight_formats == ["fp32", "int8", "int4"]
 
 
 @pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])
@@ -26,6 +26,8 @@ def test_early_exit_bench_config_errors(kwargs):
 def test_speculative_bench_config_errors():
     with pytest.raises(ValueError, match="precisions"):
         SpeculativeBenchConfig(precisions=["fp64"])
+    with pytest.raises(ValueError, match="weight_formats"):
+        SpeculativeBenchConfig(weight_formats=["int2"])
 
 
 def test_early_exit_table_has_a_row_per_setting():

@@ -37,12 +37,17 @@ class SpeculativeBenchConfig:
     prompt_lookup_num_tokens: list[int] = field(default_factory=lambda: [3, 5])
     num_assistant_tokens: list[int] = field(default_factory=lambda: [3, 5])
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
+    # NNCF weight formats of the target; compressed targets run at the default precision, against optimum-intel's
+    # plain class on the same compressed IR
+    weight_formats: list[str] = field(default_factory=lambda: ["fp32"])
     genai: bool = True
 
     def __post_init__(self):
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown:
             raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
+        if set(self.weight_formats) - {"fp32", "int8", "int4"}:
+            raise ValueError(f"Unknown weight_formats {self.weight_formats}; choose among fp32, int8, int4.")
         if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.rounds <= 0:
             raise ValueError("max_new_tokens, num_prompts and rounds must be positive.")
 
@@ -128,9 +133,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     from .. import OVModelForCausalLM
     from ..prepare import smollm2_draft_dir, smollm2_openvino_dir
 
-    target_dir = smollm2_openvino_dir("fp32")
     draft_dir = smollm2_draft_dir()
-    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_openvino_dir("fp32"))
     prompts = {
         task: [tokenizer(p, return_tensors="pt") for p in texts]
         for task, texts in austen_prompts(config.num_prompts, config.prompt_words).items()
@@ -138,7 +142,10 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     # no EOS stop, so every contender writes exactly max_new_tokens (min_new_tokens would add a logits processor)
     gen = dict(max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=None)
     rows = []
-    for precision in config.precisions:
+    runs = [("fp32", p) for p in config.precisions]
+    runs += [(w, "default") for w in config.weight_formats if w != "fp32"]
+    for weights, precision in runs:
+        target_dir = smollm2_openvino_dir(weights)
         ov_config = PRECISIONS[precision]
         plain = PlainOVModel.from_pretrained(target_dir, ov_config=ov_config)
         ours = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
@@ -170,7 +177,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 model.generate(input_ids=inputs[0]["input_ids"], max_new_tokens=8, do_sample=False, **extra)
             times = {name: [] for name in contenders}
             outputs, calls = {}, {}
-            for _ in tqdm(range(config.rounds), desc=f"{precision} {task}"):
+            for _ in tqdm(range(config.rounds), desc=f"{weights} {precision} {task}"):
                 for name, (model, extra) in contenders.items():  # interleaved, same inputs
                     for i, x in enumerate(inputs):
                         before = getattr(model, "num_forward_calls", 0)
@@ -190,6 +197,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                     )
                 rows.append(
                     {
+                        "weights": weights,
                         "precision": precision,
                         "task": task,
                         "method": name,
@@ -200,7 +208,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                     }
                 )
     results = {
-        "target": str(target_dir),
+        "target": str(smollm2_openvino_dir("fp32")),
         "draft": str(draft_dir) if draft_dir else None,
         "max_new_tokens": config.max_new_tokens,
         "num_prompts": config.num_prompts,
@@ -211,30 +219,28 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     return results
 
 
+def _panel(row: dict) -> str:
+    return f"{row.get('weights', 'fp32')} weights, {row['precision']} precision"
+
+
 def plot(rows: list[dict], path: Path) -> None:
-    """Speedup over plain decoding per method, one panel per precision, bars per task."""
+    """Speedup over plain decoding per method, one panel per weight format and precision, bars per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    precisions = sorted({r["precision"] for r in rows})
-    fig, axes = plt.subplots(1, len(precisions), figsize=(6 * len(precisions), 4), squeeze=False)
-    for ax, precision in zip(axes[0], precisions):
-        methods = [m for m in dict.fromkeys(r["method"] for r in rows if r["precision"] == precision)]
-        for j, task in enumerate(sorted({r["task"] for r in rows})):
-            vals = [
-                next(
-                    r["speedup"]
-                    for r in rows
-                    if r["precision"] == precision and r["task"] == task and r["method"] == m
-                )
-                for m in methods
-            ]
+    panels = list(dict.fromkeys(_panel(r) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        mine = [r for r in rows if _panel(r) == panel]
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        for j, task in enumerate(sorted({r["task"] for r in mine})):
+            vals = [next(r["speedup"] for r in mine if r["task"] == task and r["method"] == m) for m in methods]
             ax.bar(np.arange(len(methods)) + 0.4 * j, vals, width=0.4, label=task)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(methods)) + 0.2, methods, rotation=20, ha="right", fontsize=8)
-        ax.set_title(f"SmolLM2-135M, {precision} precision")
+        ax.set_title(f"SmolLM2-135M, {panel}")
         ax.set_ylabel("speedup over optimum-intel greedy")
         ax.legend()
     fig.tight_layout()
@@ -243,12 +249,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def format_table(results: dict) -> str:
-    head = f"{'precision':<9} {'task':<9} {'method':<22} {'tok/s':>7} {'speedup':>8} {'identical':>9} {'tok/call':>8}"
+    head = (
+        f"{'weights':<7} {'precision':<9} {'task':<9} {'method':<22} {'tok/s':>7} {'speedup':>8} {'identical':>9} "
+        f"{'tok/call':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
         per_call = "" if r["tokens_per_target_call"] is None else f"{r['tokens_per_target_call']:.2f}"
         lines.append(
-            f"{r['precision']:<9} {r['task']:<9} {r['method']:<22} {r['tokens_per_s']:7.1f} "
-            f"{r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8}"
+            f"{r.get('weights', 'fp32'):<7} {r['precision']:<9} {r['task']:<9} {r['method']:<22} "
+            f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8}"
         )
     return "\n".join(lines)
