@@ -20,7 +20,7 @@ $(STAMP): setup.py Makefile
 	touch $@
 
 models: install debian-data
-	$(PY) -m optimum_dynexec.prepare all
+	$(PY) -m optimum_dynexec.prepare all $(PREPARE_ARGS)
 
 debian-data:
 	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES); }

@@ -195,7 +195,7 @@ class StepSaverConfig(JsonConfig):
             being enough reaches this, in `(0, 1]`; higher is more conservative.
         batching (`str`, defaults to `"group"`): for a batch of prompts, `"group"` runs each predicted step count
             as its own sub-batch (every prompt gets its own steps), `"max"` runs the whole batch at the largest.
-        tolerance (`float`, defaults to 0.02): adaptive stop once the relative change of the predicted clean latent
+        tolerance (`float`, defaults to 0.05): adaptive stop once the relative change of the predicted clean latent
             between steps stays below this, in `(0, 1)`.
         patience (`int`, defaults to 2): consecutive steps under `tolerance` before stopping.
         min_steps (`int`, defaults to 4): the adaptive policy never stops before this many steps.
@@ -212,7 +212,7 @@ class StepSaverConfig(JsonConfig):
     step_buckets: list[int] = field(default_factory=list)
     quantile: float = 0.5
     batching: str = "group"
-    tolerance: float = 0.02
+    tolerance: float = 0.05
     patience: int = 2
     min_steps: int = 4
     training: dict | None = None

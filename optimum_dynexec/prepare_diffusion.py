@@ -35,7 +35,8 @@ class StepPredictorSettings:
         num_prompts (`int`, defaults to 300): training prompts (training templates, classes balanced).
         seeds_per_prompt (`int`, defaults to 2): images labelled per prompt.
         step_grid (`list[int]`): DDIM step counts tried; the last (50, the pipeline default) is the reference.
-        ssim_threshold (`float`, defaults to 0.8): SSIM to the reference that counts as the same image.
+        ssim_threshold (`float`, defaults to 0.9): SSIM to the reference that counts as the same image (with the
+            judge's class unchanged).
         epochs (`float`, defaults to 4): predictor fine-tuning epochs.
         seed (`int`, defaults to 0): seeds prompts, images and training.
     """
@@ -43,15 +44,20 @@ class StepPredictorSettings:
     num_prompts: int = 300
     seeds_per_prompt: int = 2
     step_grid: list[int] = field(default_factory=lambda: [4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50])
-    ssim_threshold: float = 0.8
+    ssim_threshold: float = 0.9
     epochs: float = 4.0
     seed: int = 0
 
     @property
-    def short_name(self) -> str:
+    def records_name(self) -> str:
+        """Names the measurements, which do not depend on the tolerance (labels are recomputed from them)."""
         return (
             f"n{self.num_prompts}x{self.seeds_per_prompt}-g{len(self.step_grid)}-max{self.step_grid[-1]}-s{self.seed}"
         )
+
+    @property
+    def short_name(self) -> str:
+        return f"{self.records_name}-ssim{self.ssim_threshold:g}-e{self.epochs:g}"
 
 
 def fashion_pipeline_dir() -> Path:
@@ -87,7 +93,7 @@ def step_predictor_dir(settings: StepPredictorSettings | None = None) -> Path:
     out = cache_dir("models") / f"fashion-step-predictor-{settings.short_name}"
     if (out / "step_predictor_metrics.json").exists():
         return out
-    records_path = cache_dir("models") / f"fashion-step-records-{settings.short_name}.json"
+    records_path = cache_dir("models") / f"fashion-step-records-{settings.records_name}.json"
     if records_path.exists():
         records = StepRecords.load(records_path)
     else:
@@ -135,11 +141,13 @@ def stepsaver_export_dir(quantization: str = "fp32", settings: StepPredictorSett
 
     if quantization not in ("fp32", "int8"):
         raise ValueError(f"Unknown quantization {quantization!r}; choose fp32 or int8.")
+    from .configuration import load_dynexec_config
+
     settings = settings or StepPredictorSettings()
     out = cache_dir("exports") / f"fashion-sd-stepsaver-{quantization}"
-    if (out / "dynexec_config.json").exists():
-        return out
     predictor = step_predictor_dir(settings)
+    if (out / "dynexec_config.json").exists() and load_dynexec_config(out).training.get("predictor") == str(predictor):
+        return out
     weight_format = None if quantization == "fp32" else quantization
     with building(out) as tmp:
         export_stepsaver(

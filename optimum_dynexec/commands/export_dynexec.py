@@ -103,11 +103,11 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
     ss.add_argument("--step-grid", type=int, nargs="+", default=None, help="Step counts tried when labelling.")
     ss.add_argument("--seeds-per-prompt", type=int, default=2, help="Seeds labelled per training prompt (2).")
     ss.add_argument(
-        "--ssim-threshold", type=float, default=0.85, help="SSIM to the reference that counts as enough (0.85)."
+        "--ssim-threshold", type=float, default=0.9, help="SSIM to the reference that counts as enough (0.9)."
     )
     ss.add_argument("--step-quantile", type=float, default=0.5, help="Predicted-steps quantile (0.5: median).")
     ss.add_argument("--step-batching", choices=("group", "max"), default="group", help="Batches: per-prompt steps.")
-    ss.add_argument("--step-tolerance", type=float, default=0.02, help="Adaptive stop's tolerance (0.02).")
+    ss.add_argument("--step-tolerance", type=float, default=0.05, help="Adaptive stop's tolerance (0.05).")
     ss.add_argument(
         "--predictor-weight-format", choices=("fp32", "int8"), default=None, help="Predictor weight compression."
     )

@@ -123,7 +123,7 @@ def export_stepsaver(
     default_steps: int = 50,
     quantile: float = 0.5,
     batching: str = "group",
-    tolerance: float = 0.02,
+    tolerance: float = 0.05,
     quantization_config=None,
     predictor_quantization_config=None,
     training: dict | None = None,
@@ -138,7 +138,7 @@ def export_stepsaver(
             `"adaptive"`.
         default_steps (`int`, defaults to 50): the fixed schedule, and the adaptive policy's maximum.
         quantile (`float`, defaults to 0.5), batching (`str`, defaults to `"group"`), tolerance (`float`, defaults
-            to 0.02): see `StepSaverConfig`.
+            to 0.05): see `StepSaverConfig`.
         quantization_config: optimum-intel config for the pipeline (see `diffusion_quantization_config`).
         predictor_quantization_config: optimum-intel config for the predictor (e.g. INT8 weights).
         training (`dict`, *optional*): what training the predictor measured, recorded in the config.
@@ -182,7 +182,7 @@ def train_and_export_stepsaver(
     predictor_base: str | Path,
     seeds_per_prompt: int = 2,
     step_grid: Sequence[int] | None = None,
-    ssim_threshold: float = 0.85,
+    ssim_threshold: float = 0.9,
     judge=None,
     quantization_config=None,
     predictor_quantization_config=None,

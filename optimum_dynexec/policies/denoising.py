@@ -70,7 +70,7 @@ class AdaptiveStop(PipelineCallback):
     pipeline's `_interrupt`, so the pipeline skips the remaining steps and decodes a real, clean image.
 
     Args:
-        tolerance (`float`, defaults to 0.02): the relative change `||x0_t - x0_prev|| / ||x0_t||` (worst sample in
+        tolerance (`float`, defaults to 0.05): the relative change `||x0_t - x0_prev|| / ||x0_t||` (worst sample in
             the batch) under which a step counts as converged, in `(0, 1)`.
         patience (`int`, defaults to 2): consecutive converged steps needed to stop.
         min_steps (`int`, defaults to 4): never stop before this many steps.
@@ -82,7 +82,7 @@ class AdaptiveStop(PipelineCallback):
 
     tensor_inputs = ["latents"]
 
-    def __init__(self, tolerance: float = 0.02, patience: int = 2, min_steps: int = 4):
+    def __init__(self, tolerance: float = 0.05, patience: int = 2, min_steps: int = 4):
         super().__init__()
         validate_tolerance(tolerance)
         if patience < 1 or min_steps < 1:

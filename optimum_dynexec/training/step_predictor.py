@@ -71,7 +71,7 @@ def build_step_records(
     prompts: Sequence[str],
     seeds: Sequence[int],
     step_grid: Sequence[int] = DEFAULT_STEP_GRID,
-    ssim_threshold: float = 0.85,
+    ssim_threshold: float = 0.9,
     judge: Callable[[np.ndarray], np.ndarray] | None = None,
     batch_size: int = 16,
     **call_kwargs,
@@ -82,7 +82,7 @@ def build_step_records(
         pipe: a diffusion pipeline (e.g. optimum-intel's `OVStableDiffusionPipeline`), called with `output_type="np"`.
         prompts (`Sequence[str]`), seeds (`Sequence[int]`): one image per pair (same lengths).
         step_grid (`Sequence[int]`): increasing step counts; the last is the quality reference.
-        ssim_threshold (`float`, defaults to 0.85): an image is acceptable when its SSIM to the reference reaches it.
+        ssim_threshold (`float`, defaults to 0.9): an image is acceptable when its SSIM to the reference reaches it.
         judge (`Callable`, *optional*): maps images `(N, H, W, C)` in `[0, 1]` to class ids; when given, an
             acceptable image must also keep the reference's class.
         batch_size (`int`, defaults to 16): images per pipeline call.
