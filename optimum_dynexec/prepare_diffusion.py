@@ -37,7 +37,8 @@ class StepPredictorSettings:
         step_grid (`list[int]`): DDIM step counts tried; the last (50, the pipeline default) is the reference.
         ssim_threshold (`float`, defaults to 0.9): SSIM to the reference that counts as the same image (with the
             judge's class unchanged).
-        epochs (`float`, defaults to 4): predictor fine-tuning epochs.
+        epochs (`float`, defaults to 10): predictor fine-tuning epochs.
+        learning_rate (`float`, defaults to 3e-4): its peak learning rate.
         seed (`int`, defaults to 0): seeds prompts, images and training.
     """
 
@@ -45,7 +46,8 @@ class StepPredictorSettings:
     seeds_per_prompt: int = 2
     step_grid: list[int] = field(default_factory=lambda: [4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50])
     ssim_threshold: float = 0.9
-    epochs: float = 4.0
+    epochs: float = 10.0
+    learning_rate: float = 3e-4
     seed: int = 0
 
     @property
@@ -57,7 +59,7 @@ class StepPredictorSettings:
 
     @property
     def short_name(self) -> str:
-        return f"{self.records_name}-ssim{self.ssim_threshold:g}-e{self.epochs:g}"
+        return f"{self.records_name}-ssim{self.ssim_threshold:g}-e{self.epochs:g}-lr{self.learning_rate:g}"
 
 
 def fashion_pipeline_dir() -> Path:

@@ -53,16 +53,19 @@ class StepSaverBenchConfig:
         return cls(**json.loads(Path(path).read_text()).get("bench", {}))
 
 
-def _generate(pipe, prompts: list[str], seeds: list[int], desc: str, **kwargs) -> dict:
-    """One image per prompt (batch 1, as a service would run them), timed; returns images, steps and seconds."""
-    images, steps, seconds = [], [], []
+def _generate(methods: dict, prompts: list[str], seeds: list[int], desc: str) -> dict:
+    """One image per prompt (batch 1, as a service would run them) for each method `key: (pipe, kwargs)`, the
+    methods interleaved prompt by prompt; returns images, steps and seconds per method."""
+    runs = {name: {"images": [], "steps": [], "seconds": []} for name in methods}
     for prompt, seed in tqdm(list(zip(prompts, seeds)), desc=desc, leave=False):
-        start = time.perf_counter()
-        out = pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs)
-        seconds.append(time.perf_counter() - start)
-        images.append(out.images[0])
-        steps.append(getattr(out, "num_inference_steps", None) or [kwargs.get("num_inference_steps", 50)])
-    return {"images": np.stack(images), "steps": np.array([s[0] for s in steps]), "seconds": np.array(seconds)}
+        for name, (pipe, kwargs) in methods.items():
+            start = time.perf_counter()
+            out = pipe(prompt, generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs)
+            runs[name]["seconds"].append(time.perf_counter() - start)
+            runs[name]["images"].append(out.images[0])
+            steps = getattr(out, "num_inference_steps", None) or [kwargs["num_inference_steps"]]
+            runs[name]["steps"].append(steps[0])
+    return {name: {key: np.stack(value) for key, value in run.items()} for name, run in runs.items()}
 
 
 def _quality(run: dict, labels: np.ndarray, reference: np.ndarray, judge, real_features: np.ndarray) -> dict:
@@ -90,7 +93,7 @@ def run_benchmark(config: StepSaverBenchConfig, output_dir: str | Path = "benchm
     judge = fashion_judge()
     real, _ = load_fashion_mnist("test")
     real_features = judge.features(real[: config.real_images])
-    rows, grids, reference = [], {}, None
+    methods = {}
     for quantization in config.quantizations:
         folder = stepsaver_export_dir(quantization)
         plain = PlainPipeline.from_pretrained(folder, ov_config=F32)
@@ -98,41 +101,42 @@ def run_benchmark(config: StepSaverBenchConfig, output_dir: str | Path = "benchm
         for pipe in (plain, ours):
             pipe.set_progress_bar_config(disable=True)
             pipe("warm up", num_inference_steps=2)
-        default_steps = ours.step_config.default_steps
-        runs = {"plain": _generate(plain, prompts, seeds, f"plain {quantization}", num_inference_steps=default_steps)}
-        if reference is None:
-            reference = runs["plain"]["images"]
-        if "predictor" in config.methods or "fixed-mean" in config.methods:
-            runs["predictor"] = _generate(ours, prompts, seeds, f"stepsaver {quantization}")
+        methods[(quantization, "plain")] = (plain, {"num_inference_steps": ours.step_config.default_steps})
+        if "predictor" in config.methods:
+            methods[(quantization, "predictor")] = (ours, {})
         if "adaptive" in config.methods:
-            runs["adaptive"] = _generate(ours, prompts, seeds, f"adaptive {quantization}", step_policy="adaptive")
+            methods[(quantization, "adaptive")] = (ours, {"step_policy": "adaptive"})
         if "fixed-mean" in config.methods:
-            mean_steps = int(round(runs["predictor"]["steps"].mean()))
-            runs[f"fixed-{mean_steps}"] = _generate(
-                plain, prompts, seeds, f"fixed {quantization}", num_inference_steps=mean_steps
-            )
-            if "predictor" not in config.methods:
-                runs.pop("predictor")
-        base = runs["plain"]
-        for method, run in runs.items():
-            quality = _quality(run, labels, reference, judge, real_features)
-            rows.append(
-                {
-                    "quantization": quantization,
-                    "method": method,
-                    **quality,
-                    "step_reduction": float(base["steps"].mean() / run["steps"].mean()),
-                    "speedup": float(base["seconds"].mean() / run["seconds"].mean()),
-                }
-            )
-            grids[(quantization, method)] = run["images"][: config.grid_prompts]
+            # the control: the plain pipeline at the predictor's mean step count on these prompts
+            mean_steps = int(round(np.mean(ours.predict_steps(prompts))))
+            methods[(quantization, f"fixed-{mean_steps}")] = (plain, {"num_inference_steps": mean_steps})
+    # every method of every precision interleaved prompt by prompt, so machine noise hits them alike
+    runs = _generate(methods, prompts, seeds, "stepsaver benchmark")
+    first = config.quantizations[0]
+    reference, reference_seconds = runs[(first, "plain")]["images"], runs[(first, "plain")]["seconds"].mean()
+    rows, grids = [], {}
+    for (quantization, method), run in runs.items():
+        base = runs[(quantization, "plain")]
+        rows.append(
+            {
+                "quantization": quantization,
+                "method": method,
+                **_quality(run, labels, reference, judge, real_features),
+                "step_reduction": float(base["steps"].mean() / run["steps"].mean()),
+                "speedup": float(base["seconds"].mean() / run["seconds"].mean()),
+                "speedup_vs_first_plain": float(reference_seconds / run["seconds"].mean()),
+                "steps_histogram": {int(k): int(v) for k, v in zip(*np.unique(run["steps"], return_counts=True))},
+            }
+        )
+        grids[(quantization, method)] = run["images"][: config.grid_prompts]
     results = {
         "benchmark": "stepsaver",
         "model": "fashion-sd (Stable-Diffusion-shaped, trained on Fashion-MNIST)",
         "scheduler": "DDIM",
         "precision_hint": "f32",
         "held_out_prompts": len(prompts),
-        "reference": "plain fp32 pipeline at its default steps, same seed",
+        "reference": f"plain {config.quantizations[0]} pipeline at its default steps, same seed (SSIM and "
+        "speedup_vs_first_plain)",
         "judge_test_accuracy": judge.metrics.get("test_accuracy"),
         "config": config.__dict__,
         "rows": rows,

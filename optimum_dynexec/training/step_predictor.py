@@ -149,7 +149,7 @@ def train_step_predictor(
         records (`StepRecords`): training prompts and their fewest sufficient steps.
         base_model (`str` or `Path`): a transformers encoder folder (e.g. all-MiniLM-L6-v2) with its tokenizer.
         out (`str` or `Path`): where the predictor (transformers folder, `step_buckets` in its config) is written.
-        config (`FineTuneConfig`, *optional*): fine-tuning settings (3 epochs, lr 1e-4 by default).
+        config (`FineTuneConfig`, *optional*): fine-tuning settings (10 epochs, lr 3e-4 by default).
         validation (`StepRecords`, *optional*): held-out records whose accuracy and mean step error are reported in
             `step_predictor_metrics.json`.
 
@@ -158,7 +158,7 @@ def train_step_predictor(
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    config = config or FineTuneConfig(epochs=3.0, learning_rate=1e-4, batch_size=32, max_length=32)
+    config = config or FineTuneConfig(epochs=10.0, learning_rate=3e-4, batch_size=32, max_length=32)
     out = Path(out)
     buckets = list(records.step_grid)
     labels = [buckets.index(s) for s in records.fewest_steps]
@@ -171,8 +171,8 @@ def train_step_predictor(
         ignore_mismatched_sizes=True,  # a base that is a classifier already gets a new head
     )
     model.config.step_buckets = buckets
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     fine_tune_classifier(model, tokenizer, TextDataset(list(records.prompts), labels), config, out / "checkpoints")
-    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
