@@ -13,12 +13,18 @@ from optimum_dynexec.utils import cache_dir
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 
+def run_notebook(name: str, monkeypatch) -> tuple[str, list[dict]]:
+    """Executes a notebook with small settings; returns its printed text and all its code-cell outputs."""
+    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return "".join(o.get("text", "") for o in outputs), outputs
+
+
 @pytest.mark.skipif(not is_prepared(sentiment_classifier_dir()), reason="real model not prepared: run `make models`")
 def test_early_exit_notebook(monkeypatch):
-    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
-    nb = nbformat.read(NOTEBOOKS / "early_exit.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    printed, _ = run_notebook("early_exit.ipynb", monkeypatch)
     assert "exited after layer" in printed and "threshold  speedup" in printed
     assert os.environ["DYNEXEC_NOTEBOOK_SMALL"] == "1"
 
@@ -28,10 +34,7 @@ def test_early_exit_notebook(monkeypatch):
     reason="SmolLM2 not prepared: run `make models`",
 )
 def test_speculative_decoding_notebook(monkeypatch):
-    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
-    nb = nbformat.read(NOTEBOOKS / "speculative_decoding.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    printed, _ = run_notebook("speculative_decoding.ipynb", monkeypatch)
     assert "prompt lookup k=5" in printed and "identical to plain: False" not in printed
 
 
@@ -40,12 +43,7 @@ def test_speculative_decoding_notebook(monkeypatch):
     reason="Fashion-MNIST pipeline not prepared: run `make models`",
 )
 def test_stepsaver_notebook(monkeypatch):
-    monkeypatch.setenv("DYNEXEC_NOTEBOOK_SMALL", "1")
-    nb = nbformat.read(NOTEBOOKS / "stepsaver_diffusion.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    printed, outputs = run_notebook("stepsaver_diffusion.ipynb", monkeypatch)
     assert "StepSaver" in printed and "stopped after" in printed
-    images = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})
-    ]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # the sample grid, the comparison grid and the adaptive-stop curve

@@ -46,7 +46,9 @@ def test_stepsaver_on_the_real_pipeline(prompts, judge):
     assert out.num_inference_steps == steps
     # each prompt's image is the plain pipeline's image at that prompt's predicted steps
     for i in (0, 7):
-        single = plain(texts[i], num_inference_steps=steps[i], generator=torch.Generator().manual_seed(i), output_type="np")
+        single = plain(
+            texts[i], num_inference_steps=steps[i], generator=torch.Generator().manual_seed(i), output_type="np"
+        )
         np.testing.assert_allclose(out.images[i], single.images[0], atol=1e-4)
     # the images still show the prompted class (the judge is ~90% accurate on real images)
     assert (judge.predict(out.images) == labels).mean() >= 0.7
