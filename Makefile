@@ -34,6 +34,8 @@ demo: models
 bench: models
 	$(PY) -m optimum_dynexec.benchmark early-exit --config configs/early_exit.json
 	$(PY) -m optimum_dynexec.benchmark stepsaver --config configs/stepsaver.json
+	$(PY) -m optimum_dynexec.benchmark speculative --config configs/speculative.json
+	$(PY) -m optimum_dynexec.benchmark speculative --config configs/speculative_compressed.json
 
 notebooks: models
 	$(PY) -m pytest -q tests/test_notebooks.py

@@ -14,7 +14,9 @@ def test_presets_load():
     ee = EarlyExitBenchConfig.from_file(CONFIGS / "early_exit.json")
     assert ee.quantization == ["fp32", "int8"] and all(0 <= t <= 1 for t in ee.thresholds)
     sd = SpeculativeBenchConfig.from_file(CONFIGS / "speculative.json")
-    assert sd.max_new_tokens == 128 and sd.weight_formats == ["fp32", "int8", "int4"]
+    assert sd.max_new_tokens == 128 and sd.weight_formats == ["fp32"]
+    compressed = SpeculativeBenchConfig.from_file(CONFIGS / "speculative_compressed.json")
+    assert compressed.weight_formats == ["int8", "int4"] and compressed.name == "speculative_compressed"
 
 
 @pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])

@@ -41,6 +41,7 @@ class SpeculativeBenchConfig:
     # plain class on the same compressed IR
     weight_formats: list[str] = field(default_factory=lambda: ["fp32"])
     genai: bool = True
+    name: str = "speculative"  # results go to benchmarks/<name>.json and .png
 
     def __post_init__(self):
         unknown = set(self.precisions) - set(PRECISIONS)
@@ -215,7 +216,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         "rounds": config.rounds,
         "rows": rows,
     }
-    plot(rows, save_results(results, output_dir, "speculative"))
+    plot(rows, save_results(results, output_dir, config.name))
     return results
 
 
