@@ -151,7 +151,9 @@ class OVStableDiffusionPipeline(_OVStableDiffusionPipeline):
             validate_step_policy(step_policy)
         config = self.step_config
         explicit_steps = call.get("num_inference_steps")
-        policy = step_policy or ("fixed" if explicit_steps is not None or config is None else config.policy)
+        policy = step_policy or ("fixed" if config is None else config.policy)
+        if explicit_steps is not None and policy != "adaptive":
+            policy = "fixed"  # an explicit step count always wins; only the adaptive stop works within it
         if policy == "adaptive":
             return self._call_adaptive(call, explicit_steps or (config.default_steps if config else 50))
         if policy == "predictor":

@@ -128,6 +128,8 @@ def test_batching_max_and_images_per_prompt(tiny_stepsaver):
 def test_explicit_steps_win(pipe):
     out = pipe(PROMPTS, num_inference_steps=3, generator=gens(4), output_type="np")
     assert out.num_inference_steps == [3] * 4
+    named = pipe(PROMPTS, num_inference_steps=3, step_policy="predictor", generator=gens(4), output_type="np")
+    assert named.num_inference_steps == [3] * 4
     positional = pipe(PROMPTS[0], None, None, 3, generator=gens(1), output_type="np")  # SD's positional order
     assert positional.num_inference_steps == [3]
     np.testing.assert_allclose(positional.images[0], out.images[0], atol=1e-6)
