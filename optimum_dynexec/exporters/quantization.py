@@ -34,6 +34,10 @@ def quantization_config_from_flags(
         raise ValueError("--quant-mode int8 already quantizes the weights: give it or --weight-format, not both.")
     if quant_mode == "int8":
         return OVQuantizationConfig(bits=8, num_samples=num_samples)
+    if weight_format == "int4":
+        # group-wise INT4 (group 128); layers whose width is not a multiple of it get an adjusted group size, as in
+        # optimum-intel's own presets (SmolLM2's 576-wide layers would otherwise fail)
+        return OVWeightQuantizationConfig(bits=4, group_size_fallback="adjust")
     if weight_format is not None:
         return OVWeightQuantizationConfig(bits=int(weight_format[3:]))
     return None
