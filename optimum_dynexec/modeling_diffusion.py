@@ -21,9 +21,8 @@ from .step_predictor import StepPredictor
 logger = logging.getLogger(__name__)
 
 _CALL_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
-# per-image arguments that a sub-batch must slice along with the prompts
+# per-prompt arguments that a sub-batch slices along with the prompts (generators and latents are per image)
 _PER_PROMPT = ("prompt", "negative_prompt")
-_PER_IMAGE = ("generator", "latents")
 
 
 @dataclass

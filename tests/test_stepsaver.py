@@ -110,7 +110,7 @@ def test_predicted_steps_per_prompt(pipe):
         single = pipe(prompt, num_inference_steps=out.num_inference_steps[i], generator=gens(1, i), output_type="np")
         np.testing.assert_allclose(out.images[i], single.images[0], atol=1e-5)
     pil = pipe(PROMPTS, generator=gens(4))
-    assert len(pil.images) == 4 and pil.images[0].size == (16, 16)
+    assert len(pil.images) == 4 and pil.images[0].size == (32, 32)
     images, nsfw = pipe(PROMPTS, generator=gens(4), output_type="np", return_dict=False)
     np.testing.assert_allclose(images, out.images, atol=1e-6)
 
@@ -168,7 +168,7 @@ def test_adaptive_stop_decodes_last_clean_estimate(tiny_sd):
         del pipe.scheduler.step
     torch.testing.assert_close(torch.as_tensor(out.images), seen[used - 1], atol=1e-5, rtol=1e-5)
     images = pipe(PROMPTS[:2], step_policy="adaptive", num_inference_steps=30, generator=gens(2), output_type="np")
-    assert images.images.shape == (2, 16, 16, 3) and 0.0 <= images.images.min() and images.images.max() <= 1.0
+    assert images.images.shape == (2, 32, 32, 3) and 0.0 <= images.images.min() and images.images.max() <= 1.0
     assert images.num_inference_steps == [used, used]
 
 
@@ -219,7 +219,7 @@ def test_quantized_pipeline_runs(tiny_sd, tiny_predictor, tmp_path):
     assert config.quantization == {"pipeline": {"weight_format": "int8"}, "predictor": {"weight_format": "int8"}}
     pipe = OVStableDiffusionPipeline.from_pretrained(out, ov_config=F32)
     result = pipe(PROMPTS[:2], generator=gens(2), output_type="np")
-    assert result.images.shape == (2, 16, 16, 3) and np.isfinite(result.images).all()
+    assert result.images.shape == (2, 32, 32, 3) and np.isfinite(result.images).all()
     assert result.num_inference_steps == pipe.predict_steps(PROMPTS[:2])
     hybrid = export_stepsaver(
         tiny_sd,
@@ -247,7 +247,7 @@ def test_errors(tiny_sd, tiny_stepsaver, tmp_path, pipe):
     with pytest.raises(ValueError, match="empty"):
         pipe.predict_steps([])
     with pytest.raises(ValueError, match="reads the prompt text"):
-        pipe(prompt_embeds=torch.zeros(1, 16, 32))
+        pipe(prompt_embeds=torch.zeros(1, 16, 16))
     with pytest.raises(ValueError, match="quant-mode"):
         diffusion_quantization_config("int8")
     with pytest.raises(ValueError, match="calibration prompts"):

@@ -108,51 +108,21 @@ def make_clip_char_tokenizer(model_max_length: int = 16):
 
 
 def make_tiny_sd(folder: Path, seed: int = 0) -> Path:
-    """Saves a random Stable-Diffusion-shaped pipeline (16x16 images, 8x8 latents, DDIM) into `folder`."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """Saves a random Stable-Diffusion-shaped pipeline (the package's architecture at its tiny settings: 32x32 images,
+    8x8 latents, DDIM) with a character-level CLIP tokenizer into `folder`."""
+    from diffusers import StableDiffusionPipeline
+
+    from optimum_dynexec.training.text_to_image import TextToImageConfig, _components
 
     torch.manual_seed(seed)
     tokenizer = make_clip_char_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=16,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    ).eval()
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    ).eval()
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(32, 32),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=16,
-    ).eval()
+    vae, text_encoder, unet, scheduler = _components(TextToImageConfig.tiny(), len(tokenizer), tokenizer)
     pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(),
+        unet=unet.eval(),
+        scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
