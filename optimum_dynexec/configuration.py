@@ -111,12 +111,17 @@ def validate_threshold(threshold: float) -> None:
 LOOKAHEAD_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 
 
+DRAFT_TYPES = ("model", "eagle")
+
+
 @dataclass
 class SpeculativeConfig(JsonConfig):
     """How a causal LM speculates by default (transformers' own assisted-generation arguments).
 
     Args:
         draft (`str`, *optional*): subfolder holding the draft model; `None` drafts by prompt lookup.
+        draft_type (`str`, defaults to `"model"`): `"model"`, a causal LM sharing the target's tokenizer, or
+            `"eagle"`, an EAGLE head drafting from the target's hidden states (greedy decoding).
         num_assistant_tokens (`int`, defaults to 5): draft tokens per target call to start with.
         num_assistant_tokens_schedule (`str`, defaults to `"heuristic"`): `"constant"`, or `"heuristic"` (grow by 2
             after a full acceptance, shrink by 1 after a rejection), or `"heuristic_transient"` (the same, reset per
@@ -131,6 +136,7 @@ class SpeculativeConfig(JsonConfig):
     """
 
     draft: str | None = "draft"
+    draft_type: str = "model"
     num_assistant_tokens: int = 5
     num_assistant_tokens_schedule: str = "heuristic"
     assistant_confidence_threshold: float = 0.4
@@ -160,6 +166,8 @@ class SpeculativeConfig(JsonConfig):
             raise ValueError(f"prompt_lookup_num_tokens must be positive, got {self.prompt_lookup_num_tokens}.")
         if self.draft is None and self.prompt_lookup_num_tokens is None:
             raise ValueError("A speculative config needs a draft model or prompt_lookup_num_tokens.")
+        if self.draft_type not in DRAFT_TYPES:
+            raise ValueError(f"Unknown draft_type {self.draft_type!r}; choose one of {DRAFT_TYPES}.")
         if self.draft is not None and self.prompt_lookup_num_tokens is not None:
             raise ValueError("Give a draft model or prompt_lookup_num_tokens, not both.")
 

@@ -16,6 +16,7 @@ import torch
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
 
 from .configuration import SpeculativeConfig, load_dynexec_config
+from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
 from .policies.lookahead import LookaheadSchedule
 from .speculative_loop import speculative_greedy
@@ -46,6 +47,8 @@ _LEAN_KWARGS = {
     "eos_token_id",
     "use_cache",
 }
+# arguments that only mean something with an assistant model
+_ASSISTANT_KWARGS = {"num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"}
 # generation-config fields that must keep these values for plain greedy decoding (no logits processors)
 _GREEDY_ONLY = {
     "do_sample": (False, None),
@@ -102,7 +105,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         model.speculation_enabled = True
         if config.draft is not None:
             draft_kwargs = {k: v for k, v in kwargs.items() if k in ("device", "ov_config", "compile")}
-            model.draft = OVModelForCausalLM.from_pretrained(folder / config.draft, **draft_kwargs)
+            draft_class = OVEagleDraft if config.draft_type == "eagle" else OVModelForCausalLM
+            model.draft = draft_class.from_pretrained(folder / config.draft, **draft_kwargs)
         return model
 
     def _save_pretrained(self, save_directory):
@@ -153,6 +157,14 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             lean = self._lean_generate(inputs, generation_config, args, kwargs, assistant_model)
             if lean is not None:
                 return lean
+        if getattr(assistant_model, "is_eagle", False):
+            logger.warning(
+                "The EAGLE draft speculates in greedy decoding of one unpadded sequence only (no sampling, logits "
+                "processors or streamers): this call decodes plainly."
+            )
+            assistant_model = None
+            kwargs = {k: v for k, v in kwargs.items() if k not in _ASSISTANT_KWARGS}
+            speculative = False
         out = super().generate(inputs, generation_config, *args, assistant_model=assistant_model, **kwargs)
         if speculative and input_ids is not None:
             out = self._clip_to_max_new_tokens(out, input_ids.shape[-1], kwargs, generation_config)
@@ -236,6 +248,13 @@ class OVModelForCausalLM(_OVModelForCausalLM):
 
     def _as_rollback_model(self, assistant):
         """Checks the draft and gives an optimum-intel OpenVINO draft the same rollback as this class."""
+        if getattr(assistant, "is_eagle", False):
+            if assistant.config.vocab_size != self.config.vocab_size:
+                raise ValueError(
+                    f"The EAGLE draft was trained for a vocabulary of {assistant.config.vocab_size} tokens; the "
+                    f"target has {self.config.vocab_size}: it belongs to another model."
+                )
+            return assistant
         if not getattr(assistant, "can_generate", lambda: False)():
             raise TypeError(f"assistant_model must be a causal LM that can generate, got {type(assistant).__name__}.")
         target_vocab, draft_vocab = self.config.vocab_size, assistant.config.vocab_size

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import openvino as ov
 
+from .eagle import HIDDEN_OUTPUT, enable_hidden_output
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
 
 
@@ -42,16 +43,20 @@ class StatefulRunner:
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         """Logits `(len(tokens), vocab)` after feeding `tokens` `(n,)` on top of the cached ones."""
+        return self.infer(tokens)["logits"][0]
+
+    def infer(self, tokens: np.ndarray, **extra: np.ndarray):
+        """All outputs after feeding `tokens` `(n,)` (and `extra` inputs, e.g. EAGLE's `hidden_states`)."""
         n, past = len(tokens), self.length
         self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64)])
-        feeds = {"input_ids": tokens[None].astype(np.int64)}
+        feeds = {"input_ids": tokens[None].astype(np.int64), **extra}
         if "attention_mask" in self.names:
             feeds["attention_mask"] = self.kept[None]
         if "position_ids" in self.names:
             feeds["position_ids"] = np.arange(past, past + n, dtype=np.int64)[None]
         if "beam_idx" in self.names:
             feeds["beam_idx"] = np.zeros(1, dtype=np.int32)
-        return self.request.infer(feeds, share_inputs=True)["logits"][0]
+        return self.request.infer(feeds, share_inputs=True)
 
     def trim(self, length: int) -> None:
         """Rolls back to the first `length` kept tokens."""
@@ -92,7 +97,9 @@ def speculative_greedy(
     """Greedy decoding of `target` with drafts from `draft` or from prompt lookup.
 
     Args:
-        target, draft (`OVModelForCausalLM`): stateful OpenVINO models sharing a vocabulary.
+        target (`OVModelForCausalLM`): the stateful OpenVINO model whose greedy text comes out.
+        draft (`OVModelForCausalLM` or `OVEagleDraft`, *optional*): a stateful draft LM sharing the target's
+            vocabulary, or an EAGLE head that drafts from the target's hidden states.
         input_ids (`np.ndarray` of shape `(1, length)`): the prompt.
         max_new_tokens (`int`): tokens to generate at most.
         prompt_lookup_num_tokens (`int`, *optional*): draft by prompt lookup when there is no draft model.
@@ -110,13 +117,20 @@ def speculative_greedy(
     schedule = schedule or LookaheadSchedule(prompt_lookup_num_tokens or 5)
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     stats = SpeculativeStats()
+    eagle = getattr(draft, "is_eagle", False)
+    if eagle:
+        enable_hidden_output(target)
     runner, draft_runner = StatefulRunner(target), StatefulRunner(draft) if draft is not None else None
     runner.reset()
     seq = [int(t) for t in input_ids[0]]
     prompt_length = len(seq)
     # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
-    first = int(runner(np.asarray(seq))[-1].argmax())
+    out = runner.infer(np.asarray(seq))
+    first = int(out["logits"][0, -1].argmax())
     seq.append(first)
+    pending = _EaglePending()  # (feature, next token) pairs the EAGLE draft has not read yet
+    if eagle:
+        pending.add(seq[1:], out[HIDDEN_OUTPUT][0])
     if draft_runner is not None:
         draft_runner.reset()
     while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
@@ -125,14 +139,16 @@ def speculative_greedy(
         # Draft: up to k tokens after seq.
         if k <= 0:
             proposal = np.empty(0, dtype=np.int64)
+        elif eagle:
+            proposal, true_length = _eagle_tokens(draft_runner, draft.token_ids, pending, k, confidence_threshold)
         elif draft_runner is not None:
             proposal = _draft_tokens(draft_runner, seq, k, confidence_threshold)
         else:
             proposal = prompt_lookup_candidates(np.asarray(seq), k)
         # Verify: the target reads the last token and the proposal in one call.
-        logits = runner(np.asarray([seq[-1], *proposal.tolist()]))
+        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]))
         stats.target_calls += 1
-        choice = logits.argmax(-1)
+        choice = out["logits"][0].argmax(-1)
         # Accept: the proposal's longest prefix the target agrees with, plus the target's next token.
         n = int(np.cumprod(proposal == choice[: len(proposal)]).sum()) if len(proposal) else 0
         new = [*proposal[:n].tolist(), int(choice[n])]
@@ -141,7 +157,11 @@ def speculative_greedy(
         schedule.update(len(proposal), n)
         # Update: roll both caches back to what is now known to be right.
         runner.trim(len(seq) + n)
-        if draft_runner is not None:
+        if eagle:
+            if len(proposal):
+                draft_runner.trim(true_length)  # drop the entries made from the draft's own features
+            pending.add(new, out[HIDDEN_OUTPUT][0, : n + 1])
+        elif draft_runner is not None:
             draft_runner.trim(len(seq) + n)
         for token in new:
             seq.append(token)
@@ -151,6 +171,10 @@ def speculative_greedy(
     return np.asarray(seq, dtype=np.int64)[None], stats
 
 
+def _top_probability(logits: np.ndarray, token: int) -> float:
+    return float(1.0 / np.exp(logits - logits[token]).sum())
+
+
 def _draft_tokens(runner: StatefulRunner, seq: list[int], k: int, confidence_threshold: float) -> np.ndarray:
     """Greedy draft of up to `k` tokens after `seq`; the draft first reads what its cache is missing."""
     pending = np.asarray(seq[runner.length :])
@@ -158,10 +182,49 @@ def _draft_tokens(runner: StatefulRunner, seq: list[int], k: int, confidence_thr
     for _ in range(k):
         logits = runner(pending)[-1]
         token = int(logits.argmax())
-        if confidence_threshold > 0.0:
-            z = logits - logits[token]
-            if 1.0 / np.exp(z).sum() < confidence_threshold:
-                break
+        if confidence_threshold > 0.0 and _top_probability(logits, token) < confidence_threshold:
+            break
         out.append(token)
         pending = np.asarray([token])
     return np.asarray(out, dtype=np.int64)
+
+
+class _EaglePending:
+    """The target's features and the tokens after them, waiting to be read by the EAGLE draft."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.features: list[np.ndarray] = []
+
+    def add(self, tokens: list[int], features: np.ndarray) -> None:
+        self.tokens.extend(tokens)
+        self.features.append(features)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        tokens, features = np.asarray(self.tokens, dtype=np.int64), np.concatenate(self.features)
+        self.tokens, self.features = [], []
+        return tokens, features
+
+
+def _eagle_tokens(
+    runner: StatefulRunner, token_ids: np.ndarray, pending: _EaglePending, k: int, confidence_threshold: float
+) -> tuple[np.ndarray, int]:
+    """Up to `k` EAGLE draft tokens: the head reads the pending target features, then its own predictions.
+
+    Returns:
+        `(proposal, true_length)`: the drafted target token ids, and the draft cache length holding only entries
+        made from the target's features (to roll back to after verification).
+    """
+    tokens, features = pending.take()
+    out = runner.infer(tokens, hidden_states=features[None].astype(np.float32, copy=False))
+    true_length = runner.length
+    drafted = []
+    for step in range(k):
+        logits, feature = out["logits"][0, -1], out["features"][0, -1:]
+        best = int(logits.argmax())
+        if confidence_threshold > 0.0 and _top_probability(logits, best) < confidence_threshold:
+            break
+        drafted.append(int(token_ids[best]))
+        if step + 1 < k:
+            out = runner.infer(np.asarray(drafted[-1:]), hidden_states=feature[None])
+    return np.asarray(drafted, dtype=np.int64), true_length

@@ -55,7 +55,10 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         "--draft-model",
         type=Path,
         default=None,
-        help="Draft causal LM folder sharing the target's tokenizer; without it, prompt lookup drafts.",
+        help=(
+            "Draft causal LM folder sharing the target's tokenizer, or an EAGLE head trained for the target "
+            "(python -m optimum_dynexec.training.eagle); without it, prompt lookup drafts."
+        ),
     )
     sd.add_argument("--num-assistant-tokens", type=int, default=5, help="Draft tokens per target call to start with.")
     sd.add_argument(

@@ -1,8 +1,10 @@
 """Export of a causal LM with its draft attached: `out/` holds the target, `out/draft/` the draft, both stateful
-OpenVINO IR exported by optimum-intel, and `dynexec_config.json` the lookahead policy."""
+OpenVINO IR (the target exported by optimum-intel; the draft too, or an EAGLE head converted by
+`exporters.eagle`), and `dynexec_config.json` the lookahead policy."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -45,6 +47,50 @@ def check_same_tokenizer(target: Path, draft: Path) -> None:
         )
 
 
+def is_eagle_draft(path: Path) -> bool:
+    """Whether `path` holds an EAGLE head: a training run (`eagle.pt`) or an exported head (`eagle_config.json`)."""
+    from ..eagle import is_eagle_folder
+    from ..training.eagle import WEIGHTS_FILE
+
+    return (path / WEIGHTS_FILE).is_file() or is_eagle_folder(path)
+
+
+def export_eagle_for(target: Path, draft: Path, output: Path, quantization_config=None) -> None:
+    """Writes the EAGLE head in `draft` (a training run or an exported head) to `output`, checked against `target`.
+
+    Raises:
+        `ValueError`: when the head was trained for a model of another hidden size or vocabulary.
+    """
+    from transformers import AutoConfig
+
+    from ..eagle import OVEagleDraft, is_eagle_folder
+    from . import quantization
+    from .eagle import export_eagle_draft
+
+    config = AutoConfig.from_pretrained(target)
+    if is_eagle_folder(draft):
+        head = OVEagleDraft.from_pretrained(draft, compile=False)
+        found = (head.eagle_config.hidden_size, head.eagle_config.target_vocab_size)
+        if found != (config.hidden_size, config.vocab_size):
+            raise ValueError(
+                f"The EAGLE head {draft} reads hidden size {found[0]} and vocabulary {found[1]}; the target has "
+                f"{config.hidden_size} and {config.vocab_size}: it was trained for another model."
+            )
+        if quantization_config is not None:
+            head.model = quantization.compress(head.model, quantization_config)
+        head.save_pretrained(output)
+        return
+    from ..training.eagle import METRICS_FILE, load_eagle
+
+    try:
+        module = load_eagle(draft, target)
+    except RuntimeError as error:
+        raise ValueError(f"The EAGLE head {draft} was trained for another model than {target}: {error}") from error
+    metrics_file = draft / METRICS_FILE
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    export_eagle_draft(module, output, metrics=metrics, quantization_config=quantization_config)
+
+
 def export_causal_lm(path: Path, output: Path, quantization_config=None) -> None:
     """A stateful optimum-intel export of one causal LM with its tokenizer."""
     from optimum.intel import OVModelForCausalLM
@@ -71,7 +117,8 @@ def export_speculative(
         model_name_or_path (`str` or `Path`): the target, a local transformers folder.
         output (`str` or `Path`): the folder to write (the draft goes to `output/draft`).
         draft_model (`str` or `Path`, *optional*): the draft, a local transformers folder sharing the target's
-            tokenizer. Without it the folder drafts by prompt lookup (`config.prompt_lookup_num_tokens`).
+            tokenizer, or an EAGLE head for the target (a `training.eagle` run or an exported head). Without it the
+            folder drafts by prompt lookup (`config.prompt_lookup_num_tokens`).
         config (`SpeculativeConfig`, *optional*): the lookahead policy; by default a heuristic schedule starting at
             5 tokens with a draft-confidence stop at 0.4 (or prompt lookup of 5 tokens without a draft).
         quantization_config, draft_quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight
@@ -95,8 +142,14 @@ def export_speculative(
         if config.draft is None:
             raise ValueError("A draft model was given but the config drafts by prompt lookup.")
         draft = Path(draft_model)
-        _check_causal_lm(draft, "draft")
-        check_same_tokenizer(target, draft)
+        if not draft.is_dir():
+            raise FileNotFoundError(f"The draft {draft} does not exist.")
+        if is_eagle_draft(draft):
+            config.draft_type = "eagle"
+        else:
+            config.draft_type = "model"
+            _check_causal_lm(draft, "draft")
+            check_same_tokenizer(target, draft)
     elif config.draft is not None:
         raise ValueError("The config names a draft folder but no --draft-model was given.")
     for qc in (quantization_config, draft_quantization_config):
@@ -108,7 +161,9 @@ def export_speculative(
     }
     output.mkdir(parents=True, exist_ok=True)
     export_causal_lm(target, output, quantization_config)
-    if draft_model is not None:
+    if draft_model is not None and config.draft_type == "eagle":
+        export_eagle_for(target, draft, output / config.draft, draft_quantization_config)
+    elif draft_model is not None:
         export_causal_lm(draft, output / config.draft, draft_quantization_config)
     config.save(output)
     logger.info("exported %s with %s", output, f"draft {config.draft}/" if config.draft else "prompt lookup")

@@ -1,0 +1,122 @@
+"""The EAGLE draft's training data: token windows, the target's greedy continuations, and the target's features.
+
+Text comes from Jane Austen's novels (the Debian package `r-cran-janeaustenr`), minus the passages the speculative
+benchmark continues (the middle of every book), with the last `eval_fraction` of every book held out. Half of the
+windows are the target's own greedy continuations of book prompts, since the draft has to predict exactly those.
+Features are the target's final hidden states (the LM head's input), read from the exported OpenVINO target at exact
+f32, with the target's greedy token at every position.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..eagle import HIDDEN_OUTPUT, enable_hidden_output
+from ..speculative_loop import StatefulRunner, speculative_greedy
+
+logger = logging.getLogger(__name__)
+
+# characters around the middle of every book left out: the benchmark's prompts and continuations come from there
+BENCHMARK_GAP = (2_000, 8_000)
+
+
+@dataclass
+class FeatureSet:
+    """Windows of tokens with the target's features and greedy tokens at every position."""
+
+    tokens: np.ndarray  # (n, length) int64
+    features: np.ndarray  # (n, length, hidden) float16
+    target_argmax: np.ndarray  # (n, length) int64: the target's greedy next token after each position
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def save(self, path) -> None:
+        np.savez(path, tokens=self.tokens, features=self.features, target_argmax=self.target_argmax)
+
+    @classmethod
+    def load(cls, path) -> "FeatureSet":
+        with np.load(path) as data:
+            return cls(data["tokens"], data["features"], data["target_argmax"])
+
+    @classmethod
+    def concat(cls, *sets: "FeatureSet") -> "FeatureSet":
+        return cls(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("tokens", "features", "target_argmax")))
+
+
+def austen_token_splits(tokenizer, eval_fraction: float, texts: dict[str, str] | None = None):
+    """`(train, held_out)`: per book, its token ids without the benchmark's middle passage, split by position."""
+    if texts is None:
+        from ..austen import load_austen_books
+
+        texts = load_austen_books()
+    train, held = [], []
+    for title in sorted(texts):
+        text = " ".join(texts[title].split())
+        middle = len(text) // 2
+        text = text[: middle - BENCHMARK_GAP[0]] + " " + text[middle + BENCHMARK_GAP[1] :]
+        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        cut = int(len(ids) * (1 - eval_fraction))
+        train.append(ids[:cut])
+        held.append(ids[cut:])
+    return train, held
+
+
+def sample_windows(token_arrays: list[np.ndarray], count: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` windows of `length` tokens at random places of the arrays (in proportion to their lengths)."""
+    usable = [a for a in token_arrays if len(a) > length]
+    if not usable:
+        raise ValueError(f"No text holds a window of {length} tokens.")
+    sizes = np.asarray([len(a) - length for a in usable], dtype=float)
+    books = rng.choice(len(usable), size=count, p=sizes / sizes.sum())
+    return np.stack([usable[b][(s := rng.integers(0, len(usable[b]) - length)) : s + length] for b in books])
+
+
+def greedy_continuations(target, prompts: np.ndarray, new_tokens: int, desc: str = "target continuations"):
+    """The target's greedy continuation of every prompt row: `(n, prompt + new_tokens)` (no stop at EOS)."""
+    rows = []
+    for prompt in tqdm(prompts, desc=desc, unit="prompt"):
+        seq, _ = speculative_greedy(target, prompt[None], new_tokens, prompt_lookup_num_tokens=5)
+        rows.append(seq[0])
+    return np.stack(rows)
+
+
+def collect_features(target, windows: np.ndarray, desc: str = "target features") -> FeatureSet:
+    """Runs the OpenVINO target over every window: its hidden states (float16) and greedy tokens per position."""
+    enable_hidden_output(target)
+    runner = StatefulRunner(target)
+    features, argmax = [], []
+    for window in tqdm(windows, desc=desc, unit="window"):
+        runner.reset()
+        out = runner.infer(window)
+        features.append(out[HIDDEN_OUTPUT][0].astype(np.float16))
+        argmax.append(out["logits"][0].argmax(-1))
+    runner.reset()
+    return FeatureSet(windows.astype(np.int64), np.stack(features), np.stack(argmax).astype(np.int64))
+
+
+def build_feature_sets(
+    target, tokenizer, config, texts: dict[str, str] | None = None
+) -> tuple[FeatureSet, FeatureSet]:
+    """Training and held-out `FeatureSet`s for an `EagleConfig`: text windows and target continuations.
+
+    `texts` (`{name: text}`) defaults to Jane Austen's novels.
+    """
+    rng = np.random.default_rng(config.seed)
+    train_ids, held_ids = austen_token_splits(tokenizer, config.eval_fraction, texts)
+    length, prompt = config.seq_len, config.seq_len - config.continuation_tokens
+    sets = []
+    for ids, n_text, n_gen, tag in (
+        (train_ids, config.text_windows, config.continuation_windows, "train"),
+        (held_ids, config.eval_windows, config.eval_windows, "held-out"),
+    ):
+        text = sample_windows(ids, n_text, length, rng)
+        generated = greedy_continuations(
+            target, sample_windows(ids, n_gen, prompt, rng), config.continuation_tokens, desc=f"{tag} continuations"
+        )
+        sets.append(collect_features(target, np.concatenate([text, generated]), desc=f"{tag} features"))
+    return sets[0], sets[1]
