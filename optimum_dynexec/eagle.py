@@ -1,9 +1,7 @@
-"""EAGLE drafts at run time: the target's hidden-state output, and the stateful OpenVINO draft head.
+"""EAGLE drafts at run time: the stateful OpenVINO draft head written by `exporters.eagle.export_eagle_draft`.
 
-An EAGLE draft reads the target's last hidden state, which optimum-intel's export does not return:
-`enable_hidden_output` adds the input of the LM head as a second output (`hidden_states`) of an already loaded
-target and recompiles it, so the exported IR and the plain class stay untouched. `OVEagleDraft` loads a draft head
-written by `exporters.eagle.export_eagle_draft`.
+The head reads the target's last hidden states, which `target_graph.prepare_lean_model` adds as an output of the
+loaded target.
 """
 
 from __future__ import annotations
@@ -18,42 +16,9 @@ import openvino as ov
 
 logger = logging.getLogger(__name__)
 
-HIDDEN_OUTPUT = "hidden_states"
 EAGLE_CONFIG = "eagle_config.json"
 TOKEN_IDS_FILE = "token_ids.npy"
 DRAFT_XML = "openvino_model.xml"
-
-
-def add_hidden_output(model: ov.Model) -> bool:
-    """Adds the LM head's input (the final hidden states, `(batch, length, hidden)`) as output `hidden_states`.
-
-    Returns:
-        `False` when the model already has it.
-
-    Raises:
-        `ValueError`: when `logits` is not produced by a MatMul (an LM head) the hidden states can be taken from.
-    """
-    if any(HIDDEN_OUTPUT in out.get_names() for out in model.outputs):
-        return False
-    node = model.output("logits").get_node().input_value(0).get_node()
-    while node.get_type_name() == "Convert":  # compressed models may cast the logits
-        node = node.input_value(0).get_node()
-    if node.get_type_name() != "MatMul":
-        raise ValueError(f"Cannot find the LM head of this model: its logits come from a {node.get_type_name()}.")
-    hidden = node.input_value(0)
-    while hidden.get_node().get_type_name() == "Convert":
-        hidden = hidden.get_node().input_value(0)
-    out = model.add_outputs([hidden])[0]
-    out.get_tensor().set_names({HIDDEN_OUTPUT})
-    return True
-
-
-def enable_hidden_output(target) -> None:
-    """Makes an `OVModelForCausalLM` return its hidden states too (recompiling it once if needed)."""
-    if add_hidden_output(target.model):
-        logger.info("added the hidden-state output to the target for its EAGLE draft")
-        target.request = None
-    target.compile()
 
 
 @dataclass

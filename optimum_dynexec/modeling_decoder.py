@@ -20,6 +20,7 @@ from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
 from .policies.lookahead import LookaheadSchedule
 from .speculative_loop import speculative_greedy
+from .target_graph import LOGITS_TO_KEEP, has_logits_slice
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,14 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             if self.draft is not None:
                 self.draft.save_pretrained(Path(save_directory) / self.speculative_config.draft)
             self.speculative_config.save(save_directory)
+
+    def prepare_inputs(self, input_ids, *args, **kwargs) -> dict:
+        """optimum-intel's inputs, plus `logits_to_keep` = every position once the lean loop has added that input
+        (so this path returns the same logits as optimum-intel's class)."""
+        inputs = super().prepare_inputs(input_ids, *args, **kwargs)
+        if has_logits_slice(self):
+            inputs[LOGITS_TO_KEEP] = np.asarray([input_ids.shape[1]], dtype=np.int64)
+        return inputs
 
     def forward(
         self, input_ids, attention_mask=None, past_key_values=None, position_ids=None, token_type_ids=None, **kwargs

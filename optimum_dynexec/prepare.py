@@ -145,6 +145,7 @@ def prepare_early_exit_export(
 
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+EAGLE_RUN = "SmolLM2-eagle"  # the EAGLE head training run in the models cache
 
 
 def smollm2_dir() -> Path:
@@ -238,6 +239,22 @@ def smollm2_draft_dir() -> Path | None:
     return out
 
 
+def smollm2_eagle_dir() -> Path | None:
+    """The trained EAGLE head of SmolLM2 exported to OpenVINO, or `None` when it has not been trained yet."""
+    from .training.eagle import WEIGHTS_FILE
+
+    run = cache_dir("models") / EAGLE_RUN
+    if not (run / WEIGHTS_FILE).exists():
+        return None
+    out = cache_dir("exports") / f"{EAGLE_RUN}-ov-fp32"
+    if not (out / "eagle_config.json").exists():
+        from .exporters.speculative import export_eagle_for
+
+        with building(out) as tmp:
+            export_eagle_for(smollm2_dir(), run, tmp)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Prepare the real models and data, offline and cached.")
     parser.add_argument("what", choices=["early-exit", "llm", "diffusion", "all"], nargs="?", default="all")
@@ -248,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=21.0,
         help="wall-time budget of the SmolLM2 draft distillation (CI passes less: a weaker draft, same mechanics)",
+    )
+    parser.add_argument(
+        "--eagle-minutes",
+        type=float,
+        default=14.0,
+        help="wall-time budget of the SmolLM2 EAGLE head training, after its features are computed (CI passes less)",
     )
     args = parser.parse_args(argv)
     from .utils import setup_logging
@@ -270,6 +293,15 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("distilling the SmolLM2 draft (%g minutes on 2 cores, once)", args.draft_minutes)
             train_draft(cache_dir("models") / "SmolLM2-draft", DraftConfig(max_minutes=args.draft_minutes))
         logger.info("SmolLM2 draft: %s", smollm2_draft_dir())
+        if smollm2_eagle_dir() is None:
+            from .training.eagle import EagleConfig, train_eagle
+
+            logger.info(
+                "training the SmolLM2 EAGLE head (%g minutes on 2 cores after its data, once)", args.eagle_minutes
+            )
+            config = EagleConfig(max_minutes=args.eagle_minutes)
+            train_eagle(cache_dir("models") / EAGLE_RUN, smollm2_dir(), smollm2_openvino_dir("fp32"), config)
+        logger.info("SmolLM2 EAGLE head: %s", smollm2_eagle_dir())
     if args.what == "llm":
         return
     path = prepare_sentiment_classifier(args.max_train_samples, args.epochs)

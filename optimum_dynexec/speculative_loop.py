@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import openvino as ov
 
-from .eagle import HIDDEN_OUTPUT, enable_hidden_output
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
+from .target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
 
 
 class StatefulRunner:
@@ -28,7 +28,7 @@ class StatefulRunner:
         model.compile()
         self.model = model
         self.request = model.request
-        self.names = set(model.input_names)
+        self.names = {name for port in self.request.model_inputs for name in port.get_names()}
         self.max_masked = max_masked
         self.kept = np.zeros(0, dtype=np.int64)  # per cached position: 1 kept, 0 rolled back
 
@@ -41,15 +41,19 @@ class StatefulRunner:
         self.request.reset_state()
         self.kept = np.zeros(0, dtype=np.int64)
 
-    def __call__(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits `(len(tokens), vocab)` after feeding `tokens` `(n,)` on top of the cached ones."""
-        return self.infer(tokens)["logits"][0]
+    def __call__(self, tokens: np.ndarray, keep: int | None = None) -> np.ndarray:
+        """Logits `(len(tokens), vocab)` after feeding `tokens` `(n,)` on top of the cached ones (the last `keep`
+        rows only when the model has the `logits_to_keep` input)."""
+        return self.infer(tokens, keep)["logits"][0]
 
-    def infer(self, tokens: np.ndarray, **extra: np.ndarray):
-        """All outputs after feeding `tokens` `(n,)` (and `extra` inputs, e.g. EAGLE's `hidden_states`)."""
+    def infer(self, tokens: np.ndarray, keep: int | None = None, **extra: np.ndarray):
+        """All outputs after feeding `tokens` `(n,)` (and `extra` inputs, e.g. EAGLE's `hidden_states`); `keep`
+        limits the logits to the last positions when the model allows it (`target_graph.add_logits_slice`)."""
         n, past = len(tokens), self.length
         self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64)])
         feeds = {"input_ids": tokens[None].astype(np.int64), **extra}
+        if LOGITS_TO_KEEP in self.names:
+            feeds[LOGITS_TO_KEEP] = np.asarray([keep or n], dtype=np.int64)
         if "attention_mask" in self.names:
             feeds["attention_mask"] = self.kept[None]
         if "position_ids" in self.names:
@@ -118,14 +122,15 @@ def speculative_greedy(
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     stats = SpeculativeStats()
     eagle = getattr(draft, "is_eagle", False)
-    if eagle:
-        enable_hidden_output(target)
+    prepare_lean_model(target, hidden_states=eagle)
+    if draft is not None and not eagle:
+        prepare_lean_model(draft)
     runner, draft_runner = StatefulRunner(target), StatefulRunner(draft) if draft is not None else None
     runner.reset()
     seq = [int(t) for t in input_ids[0]]
     prompt_length = len(seq)
     # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
-    out = runner.infer(np.asarray(seq))
+    out = runner.infer(np.asarray(seq), keep=1)
     first = int(out["logits"][0, -1].argmax())
     seq.append(first)
     pending = _EaglePending()  # (feature, next token) pairs the EAGLE draft has not read yet
@@ -180,7 +185,7 @@ def _draft_tokens(runner: StatefulRunner, seq: list[int], k: int, confidence_thr
     pending = np.asarray(seq[runner.length :])
     out = []
     for _ in range(k):
-        logits = runner(pending)[-1]
+        logits = runner(pending, keep=1)[-1]
         token = int(logits.argmax())
         if confidence_threshold > 0.0 and _top_probability(logits, token) < confidence_threshold:
             break

@@ -14,10 +14,11 @@ from transformers import AutoConfig, LlamaForCausalLM
 
 from optimum_dynexec import OVModelForCausalLM
 from optimum_dynexec.configuration import SpeculativeConfig, load_dynexec_config
-from optimum_dynexec.eagle import HIDDEN_OUTPUT, OVEagleDraft, enable_hidden_output
+from optimum_dynexec.eagle import OVEagleDraft
 from optimum_dynexec.exporters.eagle import export_eagle_draft
 from optimum_dynexec.exporters.speculative import export_speculative
 from optimum_dynexec.speculative_loop import StatefulRunner, speculative_greedy
+from optimum_dynexec.target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
 from optimum_dynexec.training.eagle import WEIGHTS_FILE, EagleConfig, train_eagle
 from optimum_dynexec.training.eagle_model import EagleDraftModel
 
@@ -73,8 +74,8 @@ def prompts():
 def test_hidden_output_is_the_lm_head_input(tiny, target):
     ids = np.asarray([[5, 9, 14, 3, 7]])
     before = plain_greedy(target, ids, 8)
-    enable_hidden_output(target)
-    enable_hidden_output(target)  # idempotent
+    prepare_lean_model(target, hidden_states=True)
+    prepare_lean_model(target, hidden_states=True)  # idempotent
     assert [o.get_any_name() for o in target.model.outputs].count(HIDDEN_OUTPUT) == 1
     runner = StatefulRunner(target)
     runner.reset()
@@ -84,6 +85,11 @@ def test_hidden_output_is_the_lm_head_input(tiny, target):
         ref = reference(torch.from_numpy(ids), output_hidden_states=True)
     np.testing.assert_allclose(out[HIDDEN_OUTPUT], ref.hidden_states[-1].numpy(), atol=1e-4)
     np.testing.assert_allclose(out["logits"], ref.logits.numpy(), atol=1e-3)
+    assert LOGITS_TO_KEEP in runner.names
+    runner.reset()
+    last = runner.infer(ids[0], keep=2)  # the LM head runs on the last two positions only
+    assert last["logits"].shape == (1, 2, 96) and last[HIDDEN_OUTPUT].shape == (1, 5, 32)
+    np.testing.assert_allclose(last["logits"], ref.logits.numpy()[:, -2:], atol=1e-3)
     np.testing.assert_array_equal(plain_greedy(target, ids, 8), before)  # plain decoding is unchanged
 
 

@@ -34,8 +34,12 @@ def test_early_exit_notebook(monkeypatch):
     reason="SmolLM2 not prepared: run `make models`",
 )
 def test_speculative_decoding_notebook(monkeypatch):
+    from optimum_dynexec.prepare import smollm2_eagle_dir
+
     printed, _ = run_notebook("speculative_decoding.ipynb", monkeypatch)
     assert "prompt lookup k=5" in printed and "identical to plain: False" not in printed
+    if smollm2_eagle_dir() is not None:
+        assert "EAGLE head k=4" in printed and "EAGLE acceptance" in printed
 
 
 @pytest.mark.skipif(

@@ -10,6 +10,8 @@ from optimum_dynexec.utils import cache_dir
 
 FOLDER = cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32"
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+# tokens accepted per target call the trained EAGLE head must reach on Austen passages (exact f32, 48 tokens)
+MIN_EAGLE_ACCEPTED_PER_CALL = 0.5
 pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), reason="SmolLM2 not prepared")
 
 
@@ -47,3 +49,28 @@ def test_prompt_lookup_is_lossless_on_smollm2(setup, lean):
             )
     finally:
         model.use_lean_loop = True
+
+
+def test_eagle_head_is_lossless_and_accepted_on_smollm2(setup):
+    """The trained EAGLE head keeps the target's exact f32 greedy text and gets tokens accepted on Austen passages."""
+    from optimum_dynexec.benchmark.speculative import austen_prompts
+    from optimum_dynexec.eagle import OVEagleDraft
+    from optimum_dynexec.prepare import smollm2_eagle_dir
+
+    eagle_dir = smollm2_eagle_dir()
+    if eagle_dir is None:
+        pytest.skip("the SmolLM2 EAGLE head is not trained (make models)")
+    tokenizer, _, model = setup
+    plain = PlainOVModel.from_pretrained(FOLDER, ov_config=EXACT)
+    head = OVEagleDraft.from_pretrained(eagle_dir, ov_config=EXACT)
+    accepted = calls = 0
+    for passage in austen_prompts(2, 80)["continue"]:
+        ids = tokenizer(passage, return_tensors="pt")
+        reference = plain.generate(**ids, max_new_tokens=48, do_sample=False)
+        out = model.generate(
+            **ids, max_new_tokens=48, do_sample=False, assistant_model=head, assistant_confidence_threshold=0.0
+        )
+        assert torch.equal(out, reference)
+        accepted += model.last_speculative_stats.accepted
+        calls += model.last_speculative_stats.target_calls
+    assert accepted / calls > MIN_EAGLE_ACCEPTED_PER_CALL

@@ -138,10 +138,18 @@ def test_back_off_stops_drafting_and_probes():
     s.update(2, 0)
     s.update(1, 0)
     assert s.num_tokens == 0
-    plan = [s.next() for _ in range(8)]
-    assert plan == [0, 0, 0, 1, 0, 0, 0, 1]
-    s.update(1, 1)  # a probe that succeeds brings drafting back
-    assert s.next() == 3
+    plan = [s.next() for _ in range(4)]
+    assert plan == [0, 0, 0, 1]
+    s.update(1, 0)  # a failed probe doubles the interval, up to max_probe_every
+    assert [s.next() for _ in range(8)] == [0] * 7 + [1]
+    s.update(1, 0)
+    s.update(1, 0)
+    assert s._interval == 32
+    for _ in range(5):
+        s.update(1, 0)
+    assert s._interval == s.max_probe_every == 64
+    s.update(1, 1)  # a probe that succeeds brings drafting back and resets the interval
+    assert s.next() == 3 and s._interval == 4
     with pytest.raises(ValueError, match="probe_every"):
         LookaheadSchedule(probe_every=0)
 

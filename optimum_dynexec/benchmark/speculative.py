@@ -36,6 +36,12 @@ class SpeculativeBenchConfig:
     rounds: int = 2
     prompt_lookup_num_tokens: list[int] = field(default_factory=lambda: [3, 5])
     num_assistant_tokens: list[int] = field(default_factory=lambda: [3, 5])
+    # EAGLE head (when trained): starting lookahead per row, its schedule and draft-confidence stop
+    eagle_num_tokens: list[int] = field(default_factory=lambda: [4])
+    eagle_schedule: str = "heuristic"
+    eagle_confidence: float = 0.0
+    # a row with an untrained (random) EAGLE head: what the back-off costs when the draft is useless
+    useless_draft: bool = True
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
     # NNCF weight formats of the target; compressed targets run at the default precision, against optimum-intel's
     # plain class on the same compressed IR
@@ -121,6 +127,32 @@ class GenAIContender:
         return torch.cat([input_ids[0], torch.tensor(out.tokens[0])])[None]
 
 
+def _eagle_kwargs(head, k: int, schedule: str, confidence: float) -> dict:
+    return {
+        "assistant_model": head,
+        "num_assistant_tokens": k,
+        "num_assistant_tokens_schedule": schedule,
+        "assistant_confidence_threshold": confidence,
+    }
+
+
+def useless_eagle_head() -> Path:
+    """The trained SmolLM2 EAGLE head with a random (seeded) fusion layer: its drafts are almost always rejected."""
+    from ..exporters.eagle import export_eagle_draft
+    from ..prepare import EAGLE_RUN, smollm2_dir
+    from ..training.eagle import load_eagle
+    from ..utils import cache_dir
+
+    out = cache_dir("exports") / f"{EAGLE_RUN}-useless"
+    if not (out / "openvino_model.xml").exists():
+        head = load_eagle(cache_dir("models") / EAGLE_RUN, smollm2_dir())
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            head.fc.weight.copy_(torch.randn(head.fc.weight.shape, generator=generator) * 0.05)
+        export_eagle_draft(head, out)
+    return out
+
+
 def ov_tensor(t: torch.Tensor):
     import openvino as ov
 
@@ -132,9 +164,11 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     from transformers import AutoTokenizer
 
     from .. import OVModelForCausalLM
-    from ..prepare import smollm2_draft_dir, smollm2_openvino_dir
+    from ..eagle import OVEagleDraft
+    from ..prepare import smollm2_draft_dir, smollm2_eagle_dir, smollm2_openvino_dir
 
-    draft_dir = smollm2_draft_dir()
+    draft_dir, eagle_dir = smollm2_draft_dir(), smollm2_eagle_dir()
+    useless_dir = useless_eagle_head() if eagle_dir is not None and config.useless_draft else None
     tokenizer = AutoTokenizer.from_pretrained(smollm2_openvino_dir("fp32"))
     prompts = {
         task: [tokenizer(p, return_tensors="pt") for p in texts]
@@ -168,6 +202,15 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 )
                 for k in config.num_assistant_tokens
             }
+        if eagle_dir is not None:
+            eagle = OVEagleDraft.from_pretrained(eagle_dir, ov_config=ov_config)
+            contenders |= {
+                f"EAGLE k={k}": (ours, _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence))
+                for k in config.eagle_num_tokens
+            }
+        if useless_dir is not None:
+            useless = OVEagleDraft.from_pretrained(useless_dir, ov_config=ov_config)
+            contenders["useless EAGLE head"] = (ours, _eagle_kwargs(useless, 4, "heuristic", 0.0))
         if config.genai:
             contenders["GenAI plain"] = (GenAIContender(target_dir, ov_config), {})
             contenders["GenAI prompt lookup k=5"] = (GenAIContender(target_dir, ov_config, prompt_lookup=5), {})
@@ -211,6 +254,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     results = {
         "target": str(smollm2_openvino_dir("fp32")),
         "draft": str(draft_dir) if draft_dir else None,
+        "eagle": str(eagle_dir) if eagle_dir else None,
         "max_new_tokens": config.max_new_tokens,
         "num_prompts": config.num_prompts,
         "rounds": config.rounds,

@@ -13,8 +13,9 @@ class LookaheadSchedule:
 
     `"constant"` keeps `num_tokens`. `"heuristic"` (and `"heuristic_transient"`, the same within one call) grows by 2
     after a full acceptance and shrinks by 1 after a rejection, between 1 and `max_tokens`; with `back_off=True` it
-    may shrink to 0 (no drafting, plain decoding) and then tries one draft token every `probe_every` calls, so a
-    useless draft costs almost nothing.
+    may shrink to 0 (no drafting, plain decoding) and then tries one draft token every `probe_every` calls; every
+    failed probe doubles that interval (up to `max_probe_every`), a successful one resets it. A useless draft then
+    costs almost nothing.
     """
 
     num_tokens: int = 5
@@ -22,6 +23,7 @@ class LookaheadSchedule:
     max_tokens: int = 16
     back_off: bool = False
     probe_every: int = 8
+    max_probe_every: int = 64
 
     def __post_init__(self):
         if isinstance(self.num_tokens, bool) or not isinstance(self.num_tokens, int) or self.num_tokens <= 0:
@@ -31,19 +33,26 @@ class LookaheadSchedule:
         if self.probe_every <= 0:
             raise ValueError(f"probe_every must be positive, got {self.probe_every}.")
         self.max_tokens = max(self.max_tokens, self.num_tokens)
+        self.max_probe_every = max(self.max_probe_every, self.probe_every)
         self._idle = 0
+        self._interval = self.probe_every
 
     def next(self) -> int:
         """How many tokens to draft for the coming target call."""
         if self.num_tokens > 0:
             return self.num_tokens
         self._idle += 1
-        return 1 if self._idle % self.probe_every == 0 else 0
+        if self._idle < self._interval:
+            return 0
+        self._idle = 0
+        return 1
 
     def update(self, proposed: int, accepted: int) -> None:
         """Adapts the next draft length to how many of `proposed` tokens the target `accepted`."""
         if self.schedule == "constant" or proposed == 0:
             return
+        if self.num_tokens == 0:  # a probe
+            self._interval = self.probe_every if accepted else min(2 * self._interval, self.max_probe_every)
         if accepted == proposed:
             self.num_tokens = min(self.max_tokens, max(self.num_tokens, 1) + 2)
         else:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..eagle import HIDDEN_OUTPUT, enable_hidden_output
 from ..speculative_loop import StatefulRunner, speculative_greedy
+from ..target_graph import HIDDEN_OUTPUT, prepare_lean_model
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def greedy_continuations(target, prompts: np.ndarray, new_tokens: int, desc: str
 
 def collect_features(target, windows: np.ndarray, desc: str = "target features") -> FeatureSet:
     """Runs the OpenVINO target over every window: its hidden states (float16) and greedy tokens per position."""
-    enable_hidden_output(target)
+    prepare_lean_model(target, hidden_states=True)
     runner = StatefulRunner(target)
     features, argmax = [], []
     for window in tqdm(windows, desc=desc, unit="window"):
