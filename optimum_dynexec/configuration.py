@@ -128,7 +128,8 @@ class SpeculativeConfig(JsonConfig):
             call).
         assistant_confidence_threshold (`float`, defaults to 0.4): the draft stops proposing once its top
             probability falls below this, in `[0, 1)`; 0 disables the stop.
-        prompt_lookup_num_tokens (`int`, *optional*): tokens copied from the prompt per call when there is no draft.
+        prompt_lookup_num_tokens (`int`, *optional*): tokens copied from the prompt per call; with a draft too, prompt
+            lookup proposes wherever the text repeats an n-gram and the draft elsewhere (greedy decoding).
         quantization (`dict`, *optional*): the weight formats of target and draft.
 
     Raises:
@@ -168,18 +169,19 @@ class SpeculativeConfig(JsonConfig):
             raise ValueError("A speculative config needs a draft model or prompt_lookup_num_tokens.")
         if self.draft_type not in DRAFT_TYPES:
             raise ValueError(f"Unknown draft_type {self.draft_type!r}; choose one of {DRAFT_TYPES}.")
-        if self.draft is not None and self.prompt_lookup_num_tokens is not None:
-            raise ValueError("Give a draft model or prompt_lookup_num_tokens, not both.")
 
     def generate_kwargs(self) -> dict:
         """The `generate()` arguments this config stands for (the draft model itself aside)."""
         if self.draft is None:
             return {"prompt_lookup_num_tokens": self.prompt_lookup_num_tokens}
-        return {
+        kwargs = {
             "num_assistant_tokens": self.num_assistant_tokens,
             "num_assistant_tokens_schedule": self.num_assistant_tokens_schedule,
             "assistant_confidence_threshold": self.assistant_confidence_threshold,
         }
+        if self.prompt_lookup_num_tokens is not None:
+            kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup_num_tokens
+        return kwargs
 
 
 STEP_POLICIES = ("predictor", "adaptive", "fixed")

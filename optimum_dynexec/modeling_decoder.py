@@ -166,6 +166,12 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             lean = self._lean_generate(inputs, generation_config, args, kwargs, assistant_model)
             if lean is not None:
                 return lean
+        if assistant_model is not None and kwargs.get("prompt_lookup_num_tokens") is not None:
+            logger.warning(
+                "Prompt lookup and a draft model combine in greedy decoding of one unpadded sequence only: this call "
+                "drafts with the draft model alone."
+            )
+            kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
         if getattr(assistant_model, "is_eagle", False):
             logger.warning(
                 "The EAGLE draft speculates in greedy decoding of one unpadded sequence only (no sampling, logits "
@@ -224,7 +230,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             np.asarray(input_ids),
             int(max_new),
             draft=assistant_model,
-            prompt_lookup_num_tokens=None if assistant_model is not None else lookup,
+            prompt_lookup_num_tokens=lookup,
             schedule=schedule,
             confidence_threshold=confidence,
             eos_token_id=config.eos_token_id,

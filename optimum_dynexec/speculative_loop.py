@@ -98,7 +98,8 @@ def speculative_greedy(
     confidence_threshold: float = 0.0,
     eos_token_id: int | list[int] | None = None,
 ) -> tuple[np.ndarray, SpeculativeStats]:
-    """Greedy decoding of `target` with drafts from `draft` or from prompt lookup.
+    """Greedy decoding of `target` with drafts from `draft`, from prompt lookup, or both (prompt lookup where the
+    text so far repeats an n-gram, the draft elsewhere).
 
     Args:
         target (`OVModelForCausalLM`): the stateful OpenVINO model whose greedy text comes out.
@@ -106,8 +107,10 @@ def speculative_greedy(
             vocabulary, or an EAGLE head that drafts from the target's hidden states.
         input_ids (`np.ndarray` of shape `(1, length)`): the prompt.
         max_new_tokens (`int`): tokens to generate at most.
-        prompt_lookup_num_tokens (`int`, *optional*): draft by prompt lookup when there is no draft model.
-        schedule (`LookaheadSchedule`, *optional*): the draft length policy (default: heuristic from 5).
+        prompt_lookup_num_tokens (`int`, *optional*): tokens proposed by prompt lookup; with a draft too, lookup
+            proposes whenever it finds a match and the draft drafts otherwise.
+        schedule (`LookaheadSchedule`, *optional*): the draft length policy (default: heuristic from 5); prompt
+            lookup alone uses it too, with a draft prompt lookup proposes `prompt_lookup_num_tokens`.
         confidence_threshold (`float`): the draft stops once its top probability falls below this.
         eos_token_id: stop after any of these tokens.
 
@@ -138,17 +141,20 @@ def speculative_greedy(
         pending.add(seq[1:], out[HIDDEN_OUTPUT][0])
     if draft_runner is not None:
         draft_runner.reset()
+    hybrid = draft is not None and prompt_lookup_num_tokens is not None
     while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
         budget = max_new_tokens - (len(seq) - prompt_length)
-        k = min(schedule.next(), budget - 1) if budget > 1 else 0
+        proposal, from_draft = np.empty(0, dtype=np.int64), False
+        if hybrid and budget > 1:  # prompt lookup first; the draft when no n-gram matches
+            proposal = prompt_lookup_candidates(np.asarray(seq), min(prompt_lookup_num_tokens, budget - 1))
+        k = 0 if len(proposal) else (min(schedule.next(), budget - 1) if budget > 1 else 0)
         # Draft: up to k tokens after seq.
-        if k <= 0:
-            proposal = np.empty(0, dtype=np.int64)
-        elif eagle:
+        if k > 0 and eagle:
             proposal, true_length = _eagle_tokens(draft_runner, draft.token_ids, pending, k, confidence_threshold)
-        elif draft_runner is not None:
-            proposal = _draft_tokens(draft_runner, seq, k, confidence_threshold)
-        else:
+            from_draft = True
+        elif k > 0 and draft_runner is not None:
+            proposal, from_draft = _draft_tokens(draft_runner, seq, k, confidence_threshold), True
+        elif k > 0:
             proposal = prompt_lookup_candidates(np.asarray(seq), k)
         # Verify: the target reads the last token and the proposal in one call.
         out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]))
@@ -159,11 +165,12 @@ def speculative_greedy(
         new = [*proposal[:n].tolist(), int(choice[n])]
         stats.proposed += len(proposal)
         stats.accepted += n
-        schedule.update(len(proposal), n)
+        if from_draft or draft is None:
+            schedule.update(len(proposal), n)
         # Update: roll both caches back to what is now known to be right.
         runner.trim(len(seq) + n)
         if eagle:
-            if len(proposal):
+            if from_draft and len(proposal):
                 draft_runner.trim(true_length)  # drop the entries made from the draft's own features
             pending.add(new, out[HIDDEN_OUTPUT][0, : n + 1])
         elif draft_runner is not None:

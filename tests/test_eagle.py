@@ -249,3 +249,25 @@ def test_training_runs_resumes_and_exports(tiny, tmp_path):
     assert head.eagle_config.metrics["steps"] == 4 and len(head.token_ids) == 40
     assert isinstance(ov.Core().read_model(out / "draft" / "openvino_model.xml"), ov.Model)
     assert AutoConfig.from_pretrained(out).vocab_size == 96
+
+
+@pytest.mark.parametrize("lookup", [2, 5])
+def test_eagle_with_prompt_lookup_is_lossless(tiny, target, lookup):
+    """Prompt lookup proposes where the text repeats, the EAGLE head elsewhere; the text stays the target's."""
+    from optimum_dynexec.policies.lookahead import LookaheadSchedule
+
+    draft = OVEagleDraft.from_pretrained(tiny["head_dir"], ov_config=EXACT)
+    repeating = np.asarray([[7, 8, 9, 10, 11, 7, 8, 9, 10, 11, 7, 8]])
+    for ids in [*prompts(), repeating]:
+        expected = plain_greedy(target, ids, 24)
+        got, stats = speculative_greedy(
+            target, ids, 24, draft=draft, prompt_lookup_num_tokens=lookup, schedule=LookaheadSchedule(3, "constant")
+        )
+        np.testing.assert_array_equal(got, expected)
+    assert stats.proposed > 0
+
+
+def test_config_with_draft_and_prompt_lookup():
+    config = SpeculativeConfig(draft_type="eagle", prompt_lookup_num_tokens=4)
+    assert config.generate_kwargs()["prompt_lookup_num_tokens"] == 4
+    assert "prompt_lookup_num_tokens" not in SpeculativeConfig().generate_kwargs()

@@ -151,7 +151,7 @@ def test_draft_that_is_not_a_causal_lm(hf, tmp_path):
         ({"num_assistant_tokens_schedule": "wild"}, "schedule"),
         ({"assistant_confidence_threshold": 1.0}, r"\[0, 1\)"),
         ({"draft": None}, "draft model or prompt_lookup"),
-        ({"prompt_lookup_num_tokens": 3}, "not both"),
+        ({"prompt_lookup_num_tokens": 0}, "positive"),
     ],
 )
 def test_config_errors(kwargs, match):

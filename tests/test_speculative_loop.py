@@ -180,3 +180,19 @@ def test_runner_masks_rolled_back_positions_and_compacts(models):
         assert runner.length == len(prompt)
         assert len(runner.kept) == (len(prompt) + len(junk) if max_masked == 256 else len(prompt))
         np.testing.assert_allclose(runner(more), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_draft_with_prompt_lookup_is_lossless(models):
+    target, draft, _ = models
+    for ids in [*prompts(), np.asarray([[7, 8, 9, 10, 7, 8, 9, 10, 7]])]:
+        reference = plain_greedy(target, ids, 30)
+        out, stats = speculative_greedy(
+            target, ids, 30, draft=draft, prompt_lookup_num_tokens=3, schedule=LookaheadSchedule(2, "constant")
+        )
+        np.testing.assert_array_equal(out, reference)
+        assert stats.proposed > 0
+    t = torch.from_numpy(prompts()[0])
+    via_generate = target.generate(
+        input_ids=t, max_new_tokens=12, do_sample=False, assistant_model=draft, prompt_lookup_num_tokens=3
+    )
+    np.testing.assert_array_equal(via_generate.numpy(), plain_greedy(target, prompts()[0], 12))

@@ -77,7 +77,10 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         "--prompt-lookup-num-tokens",
         type=int,
         default=None,
-        help="Without --draft-model: tokens copied from the prompt per call (default 5).",
+        help=(
+            "Tokens copied from the prompt per call (default 5 without --draft-model); with --draft-model, prompt "
+            "lookup proposes where the text repeats and the draft elsewhere."
+        ),
     )
     ss = parser.add_argument_group("StepSaver (text-to-image)")
     ss.add_argument(
@@ -184,9 +187,8 @@ class DynexecExportCommand(BaseOptimumCLICommand):
                     num_assistant_tokens=args.num_assistant_tokens,
                     num_assistant_tokens_schedule=args.assistant_schedule,
                     assistant_confidence_threshold=args.assistant_confidence_threshold,
+                    prompt_lookup_num_tokens=args.prompt_lookup_num_tokens,
                 )
-                if args.prompt_lookup_num_tokens is not None:
-                    raise ValueError("Give --draft-model or --prompt-lookup-num-tokens, not both.")
             else:
                 config = SpeculativeConfig(draft=None, prompt_lookup_num_tokens=args.prompt_lookup_num_tokens or 5)
             draft_format = args.draft_weight_format or args.weight_format
