@@ -92,9 +92,11 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     last_speculative_stats = None
 
     @classmethod
-    def from_pretrained(cls, model_id, *args, **kwargs):
+    def from_pretrained(cls, model_id, *args, draft_ov_config: dict | None = None, **kwargs):
         """Loads a model as optimum-intel does; on a folder exported with `--draft-model` (or prompt lookup) it also
-        loads the draft, with the same device and OpenVINO config, and speculates in every `generate()` call."""
+        loads the draft, with the same device and OpenVINO config (or `draft_ov_config`: the target verifies every
+        drafted token, so the draft's precision never changes the output), and speculates in every `generate()`
+        call."""
         model = super().from_pretrained(model_id, *args, **kwargs)
         folder = Path(model_id) / kwargs.get("subfolder", "")
         config = load_dynexec_config(folder) if folder.is_dir() else None
@@ -106,6 +108,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         model.speculation_enabled = True
         if config.draft is not None:
             draft_kwargs = {k: v for k, v in kwargs.items() if k in ("device", "ov_config", "compile")}
+            if draft_ov_config is not None:
+                draft_kwargs["ov_config"] = draft_ov_config
             draft_class = OVEagleDraft if config.draft_type == "eagle" else OVModelForCausalLM
             model.draft = draft_class.from_pretrained(folder / config.draft, **draft_kwargs)
         return model

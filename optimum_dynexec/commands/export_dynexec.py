@@ -60,18 +60,26 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
             "(python -m optimum_dynexec.training.eagle); without it, prompt lookup drafts."
         ),
     )
-    sd.add_argument("--num-assistant-tokens", type=int, default=5, help="Draft tokens per target call to start with.")
+    sd.add_argument(
+        "--num-assistant-tokens",
+        type=int,
+        default=None,
+        help="Draft tokens per target call to start with (default 5 for a draft model, 3 for an EAGLE head).",
+    )
     sd.add_argument(
         "--assistant-schedule",
         choices=("constant", "heuristic", "heuristic_transient"),
-        default="heuristic",
-        help="Lookahead schedule: heuristic grows on full acceptance, shrinks on rejection (default).",
+        default=None,
+        help=(
+            "Lookahead schedule: heuristic grows on full acceptance, shrinks on rejection and backs off a useless "
+            "draft (default for a draft model); constant (default for an EAGLE head)."
+        ),
     )
     sd.add_argument(
         "--assistant-confidence-threshold",
         type=float,
-        default=0.4,
-        help="Stop drafting when the draft's top probability falls below this (0 disables).",
+        default=None,
+        help="Stop drafting when the draft's top probability falls below this (0 disables; default 0.4, EAGLE 0).",
     )
     sd.add_argument(
         "--prompt-lookup-num-tokens",
@@ -183,10 +191,15 @@ class DynexecExportCommand(BaseOptimumCLICommand):
             from ..exporters.speculative import export_speculative
 
             if args.draft_model is not None:
+                from ..exporters.speculative import is_eagle_draft
+
+                defaults = EAGLE_LOOKAHEAD if is_eagle_draft(Path(args.draft_model)) else DRAFT_LOOKAHEAD
+                chosen = (args.num_assistant_tokens, args.assistant_schedule, args.assistant_confidence_threshold)
+                k, schedule, confidence = (d if c is None else c for c, d in zip(chosen, defaults))
                 config = SpeculativeConfig(
-                    num_assistant_tokens=args.num_assistant_tokens,
-                    num_assistant_tokens_schedule=args.assistant_schedule,
-                    assistant_confidence_threshold=args.assistant_confidence_threshold,
+                    num_assistant_tokens=k,
+                    num_assistant_tokens_schedule=schedule,
+                    assistant_confidence_threshold=confidence,
                     prompt_lookup_num_tokens=args.prompt_lookup_num_tokens,
                 )
             else:
@@ -200,6 +213,11 @@ class DynexecExportCommand(BaseOptimumCLICommand):
                 qconfig,
                 quantization_config_from_flags(weight_format=draft_format),
             )
+
+
+# lookahead defaults (tokens, schedule, confidence stop) per drafter, measured on SmolLM2-135M (benchmarks/)
+DRAFT_LOOKAHEAD = (5, "heuristic", 0.4)
+EAGLE_LOOKAHEAD = (3, "constant", 0.0)
 
 
 def _export_text_to_image(args) -> None:
