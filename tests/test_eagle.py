@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-from tiny_models import make_tiny_llama, random_texts
+from tiny_models import make_tiny_llama, plain_greedy, random_prompts, random_texts
 from transformers import AutoConfig, LlamaForCausalLM
 
 from optimum_dynexec import OVModelForCausalLM
@@ -59,16 +59,8 @@ def target(tiny):
     return OVModelForCausalLM.from_pretrained(tiny["ov"], ov_config=EXACT)
 
 
-def plain_greedy(model, ids: np.ndarray, n: int) -> np.ndarray:
-    t = torch.from_numpy(ids)
-    return model.generate(
-        input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None
-    ).numpy()
-
-
 def prompts():
-    rng = np.random.default_rng(1)
-    return [rng.integers(3, 96, size=(1, int(rng.integers(2, 15)))) for _ in range(4)]
+    return random_prompts(1)
 
 
 def test_hidden_output_is_the_lm_head_input(tiny, target):

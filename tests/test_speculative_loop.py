@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny_llama
+from tiny_models import make_tiny_llama, plain_greedy, random_prompts
 
 from optimum_dynexec import OVModelForCausalLM
 from optimum_dynexec.policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
@@ -53,16 +53,8 @@ def models(tmp_path_factory):
     return target, draft, twin
 
 
-def plain_greedy(model, ids, n):
-    t = torch.from_numpy(ids)
-    return model.generate(
-        input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None
-    ).numpy()
-
-
 def prompts():
-    rng = np.random.default_rng(0)
-    return [rng.integers(3, 96, size=(1, int(rng.integers(2, 15)))) for _ in range(4)]
+    return random_prompts(0)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "heuristic"])

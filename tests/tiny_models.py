@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -129,3 +130,17 @@ def make_tiny_sd(folder: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+def plain_greedy(model, ids: np.ndarray, n: int) -> np.ndarray:
+    """`n` greedy tokens of `model.generate` (no EOS stop) after the prompt `ids` `(1, length)`."""
+    t = torch.from_numpy(ids)
+    return model.generate(
+        input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n, do_sample=False, eos_token_id=None
+    ).numpy()
+
+
+def random_prompts(seed: int, count: int = 4, vocab_size: int = 96) -> list[np.ndarray]:
+    """`count` random prompts `(1, 2..14)` of token ids in `[3, vocab_size)`."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab_size, size=(1, int(rng.integers(2, 15)))) for _ in range(count)]

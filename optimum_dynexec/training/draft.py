@@ -268,6 +268,16 @@ def learning_rate_at(config: DraftConfig, step: int, elapsed: float) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(optimizer, loss: torch.Tensor, params: list, lr: float, max_grad_norm: float = 1.0) -> None:
+    """One update at learning rate `lr`: backward, gradient clipping to `max_grad_norm`, step."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+
+
 def _batch_indices(step: int, n_chunks: int, batch_size: int, seed: int) -> np.ndarray:
     """The chunk indices of optimizer step `step`: a fresh seeded permutation per epoch, so resuming is exact."""
     per_epoch = max(1, n_chunks // batch_size)
@@ -405,12 +415,7 @@ def train_draft(
             student_logits = student(batch).logits
         loss = distillation_loss(student_logits, teacher_logits, config.top_k, config.temperature)
         lr = learning_rate_at(config, step, time.perf_counter() - start_time)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, params, lr)
         step += 1
         losses.append(loss.item())
         elapsed = time.perf_counter() - start_time

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..utils import set_seed
-from .draft import _batch_indices, learning_rate_at, load_target
+from .draft import _batch_indices, learning_rate_at, load_target, optimizer_step
 from .eagle_data import FeatureSet, build_feature_sets
 from .eagle_model import EagleDraftModel
 
@@ -261,12 +261,7 @@ def train_eagle(
         features = torch.from_numpy(train.features[rows].astype(np.float32))
         loss = _losses(draft, tokens, features, scale, config, noise=True)
         lr = learning_rate_at(config, step, time.perf_counter() - start)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, params, lr)
         step += 1
         losses.append(loss.item())
         elapsed = time.perf_counter() - start
