@@ -11,7 +11,7 @@ from optimum_dynexec.utils import cache_dir
 FOLDER = cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32"
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 # tokens accepted per target call the trained EAGLE head must reach on Austen passages (exact f32, 48 tokens)
-MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # an untrained head gets ~0; CI's 5-minute head about 0.6, a 14-minute one 1.0
+MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # untrained head ~0; a CI-size head (400 windows, 69 steps) 0.57
 pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), reason="SmolLM2 not prepared")
 
 
