@@ -9,6 +9,7 @@ with rejected draft tokens trimmed from the OpenVINO states after each verificat
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     use_lean_loop: bool = True  # greedy speculation through `speculative_greedy`; False: transformers' loop
     draft_back_off: bool = True  # the lean loop's heuristic schedule may stop drafting when the draft keeps failing
     last_speculative_stats = None
+    _draft_schedules = None  # draft -> (settings, LookaheadSchedule) kept across calls for the "heuristic" schedule
 
     @classmethod
     def from_pretrained(cls, model_id, *args, draft_ov_config: dict | None = None, **kwargs):
@@ -223,8 +225,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             max_new = config.max_length - input_ids.shape[-1]
         lookup = kwargs.get("prompt_lookup_num_tokens", config.prompt_lookup_num_tokens)
         if assistant_model is not None:
-            schedule = LookaheadSchedule(
-                int(config.num_assistant_tokens), config.num_assistant_tokens_schedule, back_off=self.draft_back_off
+            schedule = self._draft_schedule(
+                assistant_model, int(config.num_assistant_tokens), config.num_assistant_tokens_schedule
             )
             confidence = float(config.assistant_confidence_threshold or 0.0)
         else:
@@ -241,6 +243,22 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         )
         self.num_forward_calls += self.last_speculative_stats.target_calls + 1
         return torch.from_numpy(sequence)
+
+    def _draft_schedule(self, draft, num_tokens: int, kind: str) -> LookaheadSchedule:
+        """The lookahead schedule of a call with `draft`. As in transformers, `"heuristic"` carries what it learnt
+        (draft length, back-off and probe interval) over to the next call with the same draft and settings, so a
+        useless draft stays backed off; `"heuristic_transient"` and `"constant"` start afresh every call."""
+        key = (num_tokens, kind, self.draft_back_off)
+        if self._draft_schedules is None:
+            self._draft_schedules = weakref.WeakKeyDictionary()
+        if kind == "heuristic":
+            kept = self._draft_schedules.get(draft)
+            if kept is not None and kept[0] == key:
+                return kept[1]
+        schedule = LookaheadSchedule(num_tokens, kind, back_off=self.draft_back_off)
+        if kind == "heuristic":
+            self._draft_schedules[draft] = (key, schedule)
+        return schedule
 
     def _apply_default_speculation(self, inputs, kwargs: dict, assistant_model):
         """Adds the exported draft (or prompt lookup) and the config's lookahead unless the call chose its own."""

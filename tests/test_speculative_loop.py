@@ -188,3 +188,19 @@ def test_draft_with_prompt_lookup_is_lossless(models):
         input_ids=t, max_new_tokens=12, do_sample=False, assistant_model=draft, prompt_lookup_num_tokens=3
     )
     np.testing.assert_array_equal(via_generate.numpy(), plain_greedy(target, prompts()[0], 12))
+
+
+def test_heuristic_schedule_carries_over_between_calls_with_the_same_draft(models):
+    """As transformers' `heuristic`: a draft the schedule backed off stays backed off in the next call;
+    `heuristic_transient` starts afresh."""
+    target, draft, _ = models
+    t = torch.from_numpy(prompts()[0])
+    kwargs = dict(max_new_tokens=8, do_sample=False, assistant_model=draft, num_assistant_tokens=3)
+    target.generate(input_ids=t, num_assistant_tokens_schedule="heuristic", **kwargs)
+    kept = target._draft_schedule(draft, 3, "heuristic")
+    kept.num_tokens = 0  # as after a useless draft
+    target.generate(input_ids=t, num_assistant_tokens_schedule="heuristic", **kwargs)
+    assert target._draft_schedule(draft, 3, "heuristic") is kept and kept.num_tokens == 0
+    assert target.last_speculative_stats.proposed <= 1  # at most a probe
+    assert target._draft_schedule(draft, 3, "heuristic_transient").num_tokens == 3
+    assert target._draft_schedule(draft, 4, "heuristic") is not kept  # other settings start afresh
