@@ -151,7 +151,7 @@ def test_tiny_training_resumes(tiny_sd, tmp_path):
     from diffusers import UNet2DConditionModel
 
     class Interrupt(Exception):
-        pass
+        """Raised by the callback to cut training short, as a kill would."""
 
     def stop(stage, step, loss):
         if stage == "unet" and step == 4:
