@@ -7,13 +7,18 @@ greedy continuation, token for token (exact f32).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import openvino as ov
 
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
+from .paged_runner import PagedRunner
+from .policies.width import VerifyWidth
 from .target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
+
+logger = logging.getLogger(__name__)
 
 
 class StatefulRunner:
@@ -46,18 +51,28 @@ class StatefulRunner:
         rows only when the model has the `logits_to_keep` input)."""
         return self.infer(tokens, keep)["logits"][0]
 
-    def infer(self, tokens: np.ndarray, keep: int | None = None, **extra: np.ndarray):
+    def infer(self, tokens: np.ndarray, keep: int | None = None, width: int | None = None, **extra: np.ndarray):
         """All outputs after feeding `tokens` `(n,)` (and `extra` inputs, e.g. EAGLE's `hidden_states`); `keep`
-        limits the logits to the last positions when the model allows it (`target_graph.add_logits_slice`)."""
+        limits the logits to the last positions when the model allows it (`target_graph.add_logits_slice`).
+
+        `width` pads the call to that many positions (a stable input shape is cheaper, see `VerifyWidth`): the
+        padding repeats the last token, is masked out at once and never kept; outputs keep their padded length, the
+        first `n` rows are the tokens'. Padding needs an `attention_mask` input.
+        """
         n, past = len(tokens), self.length
-        self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64)])
+        pad = max(0, (width or n) - n) if "attention_mask" in self.names else 0
+        if pad and (keep is not None or extra):
+            raise ValueError("A padded call returns every row and takes no extra inputs (keep and extra are unset).")
+        if pad:
+            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad)])
+        self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64), np.zeros(pad, dtype=np.int64)])
         feeds = {"input_ids": tokens[None].astype(np.int64), **extra}
         if LOGITS_TO_KEEP in self.names:
-            feeds[LOGITS_TO_KEEP] = np.asarray([keep or n], dtype=np.int64)
+            feeds[LOGITS_TO_KEEP] = np.asarray([keep or n + pad], dtype=np.int64)
         if "attention_mask" in self.names:
             feeds["attention_mask"] = self.kept[None]
         if "position_ids" in self.names:
-            feeds["position_ids"] = np.arange(past, past + n, dtype=np.int64)[None]
+            feeds["position_ids"] = np.arange(past, past + n + pad, dtype=np.int64)[None]
         if "beam_idx" in self.names:
             feeds["beam_idx"] = np.zeros(1, dtype=np.int32)
         return self.request.infer(feeds, share_inputs=True)
@@ -97,6 +112,8 @@ def speculative_greedy(
     schedule: LookaheadSchedule | None = None,
     confidence_threshold: float = 0.0,
     eos_token_id: int | list[int] | None = None,
+    pad_patience: int = 2,
+    paged: bool = True,
 ) -> tuple[np.ndarray, SpeculativeStats]:
     """Greedy decoding of `target` with drafts from `draft`, from prompt lookup, or both (prompt lookup where the
     text so far repeats an n-gram, the draft elsewhere).
@@ -113,6 +130,11 @@ def speculative_greedy(
             lookup alone uses it too, with a draft prompt lookup proposes `prompt_lookup_num_tokens`.
         confidence_threshold (`float`): the draft stops once its top probability falls below this.
         eos_token_id: stop after any of these tokens.
+        pad_patience (`int`): verification calls shorter than the last one are padded to its width (masked
+            positions) up to this many times in a row, since a stable input shape is cheaper (`VerifyWidth`); `0`
+            never pads. The output does not depend on it.
+        paged (`bool`): verify with the target's paged-attention form (`paged_runner.PagedRunner`): cheaper
+            multi-token calls and free rollback; `False` (or a model without that form) uses its stateful request.
 
     Returns:
         `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
@@ -125,10 +147,9 @@ def speculative_greedy(
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
     stats = SpeculativeStats()
     eagle = getattr(draft, "is_eagle", False)
-    prepare_lean_model(target, hidden_states=eagle)
     if draft is not None and not eagle:
         prepare_lean_model(draft)
-    runner, draft_runner = StatefulRunner(target), StatefulRunner(draft) if draft is not None else None
+    runner, draft_runner = _target_runner(target, eagle, paged), StatefulRunner(draft) if draft is not None else None
     runner.reset()
     seq = [int(t) for t in input_ids[0]]
     prompt_length = len(seq)
@@ -142,6 +163,7 @@ def speculative_greedy(
     if draft_runner is not None:
         draft_runner.reset()
     hybrid = draft is not None and prompt_lookup_num_tokens is not None
+    widths = VerifyWidth(pad_patience)
     while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
         budget = max_new_tokens - (len(seq) - prompt_length)
         proposal, from_draft = np.empty(0, dtype=np.int64), False
@@ -157,9 +179,9 @@ def speculative_greedy(
         elif k > 0:
             proposal = prompt_lookup_candidates(np.asarray(seq), k)
         # Verify: the target reads the last token and the proposal in one call.
-        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]))
+        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]), width=widths(len(proposal) + 1))
         stats.target_calls += 1
-        choice = out["logits"][0].argmax(-1)
+        choice = out["logits"][0, : len(proposal) + 1].argmax(-1)
         # Accept: the proposal's longest prefix the target agrees with, plus the target's next token.
         n = int(np.cumprod(proposal == choice[: len(proposal)]).sum()) if len(proposal) else 0
         new = [*proposal[:n].tolist(), int(choice[n])]
@@ -179,8 +201,20 @@ def speculative_greedy(
             seq.append(token)
             if token in eos or len(seq) - prompt_length >= max_new_tokens:
                 break
-    target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
+    if isinstance(runner, StatefulRunner):
+        target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
     return np.asarray(seq, dtype=np.int64)[None], stats
+
+
+def _target_runner(target, hidden_states: bool, paged: bool):
+    """The paged form of `target` when asked and possible, else its stateful request (with the lean loop's edits)."""
+    if paged:
+        try:
+            return PagedRunner(target, hidden_states=hidden_states)
+        except ValueError as error:
+            logger.warning("%s: verifying through the stateful model.", error)
+    prepare_lean_model(target, hidden_states=hidden_states)
+    return StatefulRunner(target)
 
 
 def _top_probability(logits: np.ndarray, token: int) -> float:

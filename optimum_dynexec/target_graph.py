@@ -56,9 +56,9 @@ def add_hidden_output(model: ov.Model) -> bool:
     return True
 
 
-def add_logits_slice(model: ov.Model) -> bool:
-    """Adds input `logits_to_keep` (`(1,)` int64): the LM head runs on that many last positions only. `False` when
-    the model already has it."""
+def add_logits_slice(model: ov.Model, axis: int = 1) -> bool:
+    """Adds input `logits_to_keep` (`(1,)` int64): the LM head runs on that many last positions (along `axis`, the
+    token axis) only. `False` when the model already has it."""
     if any(LOGITS_TO_KEEP in inp.get_names() for inp in model.inputs):
         return False
     port, _ = _head_input(model)
@@ -68,7 +68,8 @@ def add_logits_slice(model: ov.Model) -> bool:
     start = ops.negative(keep)
     stop = ops.constant(np.array([np.iinfo(np.int64).max]))
     one = ops.constant(np.array([1], dtype=np.int64))
-    sliced = ops.slice(source, start, stop, one, one, name=f"{LOGITS_TO_KEEP}/slice")
+    axes = ops.constant(np.array([axis], dtype=np.int64))
+    sliced = ops.slice(source, start, stop, one, axes, name=f"{LOGITS_TO_KEEP}/slice")
     port.replace_source_output(sliced.output(0))
     model.add_parameters([keep])
     model.validate_nodes_and_infer_types()

@@ -1,0 +1,129 @@
+"""The paged-attention form of the target: same logits as the stateful model, exact rollback, padding, growth."""
+
+import numpy as np
+import pytest
+from tiny_models import make_tiny_llama, plain_greedy, random_prompts
+
+from optimum_dynexec import OVModelForCausalLM
+from optimum_dynexec import paged_runner as paged
+from optimum_dynexec.paged_runner import PagedRunner, paged_config
+from optimum_dynexec.policies.lookahead import LookaheadSchedule
+from optimum_dynexec.policies.width import VerifyWidth
+from optimum_dynexec.speculative_loop import StatefulRunner, speculative_greedy
+from optimum_dynexec.target_graph import HIDDEN_OUTPUT
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paged")
+    target = OVModelForCausalLM.from_pretrained(make_tiny_llama(root / "t", num_layers=2, seed=3), ov_config=EXACT)
+    draft = OVModelForCausalLM.from_pretrained(make_tiny_llama(root / "d", num_layers=1, seed=4), ov_config=EXACT)
+    return target, draft
+
+
+def stateful_logits(target, tokens):
+    runner = StatefulRunner(target)
+    runner.reset()
+    return runner(tokens)
+
+
+def test_paged_logits_match_the_stateful_model(models):
+    target, _ = models
+    tokens = np.random.default_rng(0).integers(3, 96, 40)
+    expected = stateful_logits(target, tokens)
+    runner = PagedRunner(target)
+    runner.reset()
+    got = np.concatenate([runner(tokens[:25]), runner(tokens[25:31]), runner(tokens[31:32]), runner(tokens[32:])])
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert runner.length == 40
+    # keep: the last rows only
+    runner.reset()
+    np.testing.assert_allclose(runner(tokens, keep=1), expected[-1:], atol=1e-4, rtol=1e-4)
+
+
+def test_paged_rollback_and_padding_are_exact(models):
+    target, _ = models
+    rng = np.random.default_rng(1)
+    prompt, junk, more = rng.integers(3, 96, 30), rng.integers(3, 96, 6), rng.integers(3, 96, 3)
+    expected = stateful_logits(target, np.concatenate([prompt, more]))[-len(more) :]
+    runner = PagedRunner(target)
+    runner.reset()
+    runner(np.concatenate([prompt, junk]))  # crosses a block boundary (32 tokens)
+    runner.trim(len(prompt))
+    assert runner.length == len(prompt)
+    out = runner.infer(more, width=8)  # padded to 8 positions; the first 3 rows are the tokens'
+    assert out["logits"].shape[1] == 8 and runner.length == len(prompt) + len(more)
+    np.testing.assert_allclose(out["logits"][0, : len(more)], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="every row"):
+        runner.infer(more, keep=1, width=8)
+    with pytest.raises(ValueError, match="no extra inputs"):
+        runner.infer(more, hidden_states=np.zeros((1, 3, 32), np.float32))
+
+
+def test_paged_cache_grows_and_keeps_its_content(models, monkeypatch):
+    target, _ = models
+    monkeypatch.setattr(paged, "_GROW_BLOCKS", 1)
+    tokens = np.random.default_rng(2).integers(3, 96, 100)
+    expected = stateful_logits(target, tokens)
+    runner = PagedRunner(target)
+    runner.reset()
+    got = np.concatenate([runner(tokens[i : i + 20]) for i in range(0, 100, 20)])
+    assert runner.blocks == 4  # grew block by block: 32, 64, 96, 128 tokens
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_paged_hidden_states(models):
+    target, _ = models
+    tokens = np.arange(5, 17)
+    runner = PagedRunner(target, hidden_states=True)
+    runner.reset()
+    out = runner.infer(tokens, keep=1)
+    assert out["logits"].shape == (1, 1, 96) and out[HIDDEN_OUTPUT].shape == (1, 12, 32)
+    assert PagedRunner(target).has_hidden  # compiled once, with the output, for every later runner
+
+
+def test_paged_config_wants_a_float_cache():
+    import openvino as ov
+
+    core = ov.Core()
+    assert paged_config(core, "CPU", EXACT)["KV_CACHE_PRECISION"] == "f32"
+    default = paged_config(core, "CPU", {})["KV_CACHE_PRECISION"]
+    assert default in ("bf16", "f16", "f32")
+    for bad in ({"KV_CACHE_PRECISION": "u8"}, {"KEY_CACHE_PRECISION": ov.Type.i8}):
+        with pytest.raises(ValueError, match="float KV cache"):
+            paged_config(core, "CPU", bad)
+
+
+@pytest.mark.parametrize("paged_form", [True, False])
+def test_loop_is_lossless_through_either_form(models, paged_form):
+    target, draft = models
+    for ids in random_prompts(5):
+        reference = plain_greedy(target, ids, 24)
+        repetitive = np.concatenate([ids, ids], 1)
+        for kwargs in (
+            dict(draft=draft, schedule=LookaheadSchedule(3, "heuristic")),
+            dict(prompt_lookup_num_tokens=4),
+            dict(draft=draft, prompt_lookup_num_tokens=3),
+        ):
+            for patience in (0, 2):
+                out, _ = speculative_greedy(target, ids, 24, paged=paged_form, pad_patience=patience, **kwargs)
+                np.testing.assert_array_equal(out, reference)
+        out, _ = speculative_greedy(target, repetitive, 24, paged=paged_form, prompt_lookup_num_tokens=5)
+        np.testing.assert_array_equal(out, plain_greedy(target, repetitive, 24))
+
+
+def test_verify_width_pads_then_shrinks():
+    width = VerifyWidth(patience=2)
+    assert width(6) == 6
+    assert [width(1), width(3)] == [6, 6]  # padded twice
+    assert width(2) == 3  # a third narrower call: shrink to the widest of the streak
+    assert width(5) == 5  # wider: at once
+    never = VerifyWidth(patience=0)
+    assert [never(6), never(1), never(4)] == [6, 1, 4]
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="patience"):
+            VerifyWidth(patience=bad)
+    with pytest.raises(ValueError, match="at least one"):
+        width(0)
