@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import openvino as ov
 
-from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
 from .paged_runner import PagedRunner
+from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
 from .policies.width import VerifyWidth
 from .target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
 
