@@ -90,6 +90,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     num_forward_calls: int = 0  # target calls so far: tokens generated / calls = tokens accepted per call
     use_lean_loop: bool = True  # greedy speculation through `speculative_greedy`; False: transformers' loop
     draft_back_off: bool = True  # the lean loop's heuristic schedule may stop drafting when the draft keeps failing
+    # the lean loop verifies through the model's paged-attention form (`paged_runner`); False: its stateful request
+    paged_verification: bool = True
     last_speculative_stats = None
     _draft_schedules = None  # draft -> (settings, LookaheadSchedule) kept across calls for the "heuristic" schedule
 
@@ -240,6 +242,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             schedule=schedule,
             confidence_threshold=confidence,
             eos_token_id=config.eos_token_id,
+            paged=self.paged_verification,
         )
         self.num_forward_calls += self.last_speculative_stats.target_calls + 1
         return torch.from_numpy(sequence)
