@@ -71,17 +71,21 @@ def _type_name(precision) -> str:
 
 
 def paged_request(target, hidden_states: bool = False) -> ov.InferRequest:
-    """The infer request of `target`'s paged form, compiled once per target (with the `hidden_states` output
-    whenever it was ever asked for)."""
+    """The infer request of `target`'s paged form, compiled once per target, device and `ov_config` (recompiled with
+    the `hidden_states` output the first time it is asked for)."""
+    key = (target._device, repr(sorted((target.ov_config or {}).items())))
     cached = getattr(target, "_dynexec_paged", None)
-    if cached is not None and (cached[0] or not hidden_states):
-        return cached[1]
+    if cached is not None and cached[0] == key and (cached[1] or not hidden_states):
+        return cached[2]
     logger.info("compiling the paged-attention form of %s", type(target).__name__)
     core = ov.Core()
     config = paged_config(core, target._device, target.ov_config)
-    compiled = core.compile_model(build_paged_model(target.model, hidden_states), target._device, config)
+    try:
+        compiled = core.compile_model(build_paged_model(target.model, hidden_states), target._device, config)
+    except RuntimeError as error:
+        raise ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}") from error
     request = compiled.create_infer_request()
-    target._dynexec_paged = (hidden_states, request)
+    target._dynexec_paged = (key, hidden_states, request)
     return request
 
 

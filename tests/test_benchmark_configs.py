@@ -17,6 +17,7 @@ def test_presets_load():
     assert sd.max_new_tokens == 128 and sd.weight_formats == ["fp32"]
     compressed = SpeculativeBenchConfig.from_file(CONFIGS / "speculative_compressed.json")
     assert compressed.weight_formats == ["int8", "int4"] and compressed.name == "speculative_compressed"
+    assert compressed.stateful_row and not sd.stateful_row
 
 
 @pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])

@@ -46,6 +46,8 @@ class SpeculativeBenchConfig:
     eagle_with_lookup: int | None = 5
     # a row with an untrained (random) EAGLE head: what the back-off costs when the draft is useless
     useless_draft: bool = True
+    # a row with the longest prompt lookup verified through the target's stateful request instead of its paged form
+    stateful_row: bool = False
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
     # NNCF weight formats of the target; compressed targets run at the default precision, against optimum-intel's
     # plain class on the same compressed IR
@@ -200,6 +202,11 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         contenders |= {
             f"prompt lookup k={k}": (ours, {"prompt_lookup_num_tokens": k}) for k in config.prompt_lookup_num_tokens
         }
+        if config.stateful_row:
+            stateful = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
+            stateful.paged_verification = False
+            k = max(config.prompt_lookup_num_tokens)
+            contenders[f"lookup k={k}, stateful"] = (stateful, {"prompt_lookup_num_tokens": k})
         if draft_dir is not None:
             draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=ov_config)
             contenders |= {
