@@ -105,7 +105,7 @@ class PagedRunner:
             if port.any_name.startswith(("key_cache.", "value_cache."))
         ]
         self.has_hidden = any(HIDDEN_OUTPUT in port.get_names() for port in self.request.model_outputs)
-        self.blocks = 0
+        self.blocks = getattr(self.request, "_dynexec_blocks", 0)  # cache blocks an earlier runner allocated
         self._length = 0
 
     @property
@@ -128,8 +128,10 @@ class PagedRunner:
             tensor = ov.Tensor(element_type, shape.get_shape())
             if self.blocks:
                 tensor.data[: self.blocks] = self.request.get_tensor(name).data
+            tensor.data[self.blocks :] = 0  # never read past the length, but no stale NaN either
             self.request.set_tensor(name, tensor)
         self.blocks = blocks
+        self.request._dynexec_blocks = blocks
 
     def __call__(self, tokens: np.ndarray, keep: int | None = None) -> np.ndarray:
         return self.infer(tokens, keep)["logits"][0]

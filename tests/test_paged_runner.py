@@ -64,14 +64,19 @@ def test_paged_rollback_and_padding_are_exact(models):
 
 def test_paged_cache_grows_and_keeps_its_content(models, monkeypatch):
     target, _ = models
+    fresh = OVModelForCausalLM.from_pretrained(target.model_save_dir, ov_config=EXACT)  # its own paged request
     monkeypatch.setattr(paged, "_GROW_BLOCKS", 1)
     tokens = np.random.default_rng(2).integers(3, 96, 100)
     expected = stateful_logits(target, tokens)
-    runner = PagedRunner(target)
+    runner = PagedRunner(fresh)
     runner.reset()
     got = np.concatenate([runner(tokens[i : i + 20]) for i in range(0, 100, 20)])
     assert runner.blocks == 4  # grew block by block: 32, 64, 96, 128 tokens
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    again = PagedRunner(fresh)  # a later runner reuses the blocks
+    assert again.blocks == 4
+    again.reset()
+    np.testing.assert_allclose(again(tokens[:50]), expected[:50], atol=1e-4, rtol=1e-4)
 
 
 def test_paged_hidden_states(models):
