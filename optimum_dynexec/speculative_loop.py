@@ -1,8 +1,10 @@
-"""A lean greedy speculative loop over stateful OpenVINO requests: draft, verify, accept, roll back.
+"""A lean greedy speculative loop over OpenVINO infer requests: draft, verify, accept, roll back.
 
 transformers' assisted generation runs a full `generate()` of the draft per target call; this loop calls the infer
-requests directly, so the Python cost per target call stays small. Greedy only: its output is the target's own
-greedy continuation, token for token (exact f32).
+requests directly, so the Python cost per target call stays small. The target verifies through its paged-attention
+form (`paged_runner.PagedRunner`) when it has one, else through its stateful request (`StatefulRunner`); drafts run
+on their stateful requests. Greedy only: its output is the target's own greedy continuation, token for token (exact
+f32).
 """
 
 from __future__ import annotations
