@@ -1,7 +1,7 @@
 """EAGLE drafts at run time: the stateful OpenVINO draft head written by `exporters.eagle.export_eagle_draft`.
 
-The head reads the target's last hidden states, which `target_graph.prepare_lean_model` adds as an output of the
-loaded target.
+The head reads the target's last hidden states, an output that the lean loop adds to the target's paged-attention
+form (`paged_runner`), or to its stateful graph (`target_graph.prepare_lean_model`) when it verifies through that.
 """
 
 from __future__ import annotations
