@@ -250,8 +250,9 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             times = {name: [] for name in contenders}
             outputs, calls = {}, {}
             for _ in tqdm(range(config.rounds), desc=f"{weights} {precision} {task}"):
-                for name, (model, extra) in contenders.items():  # interleaved, same inputs
-                    for i, x in enumerate(inputs):
+                # interleaved prompt by prompt, so a drift in the machine's speed reaches every contender alike
+                for i, x in enumerate(inputs):
+                    for name, (model, extra) in contenders.items():
                         before = getattr(model, "num_forward_calls", 0)
                         start = time.perf_counter()
                         out = model.generate(input_ids=x["input_ids"], **gen, **extra)
