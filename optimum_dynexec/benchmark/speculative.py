@@ -126,6 +126,7 @@ class GenAIContender:
         self.pipe = og.LLMPipeline(str(folder), "CPU", **kwargs)
         self.draft, self.prompt_lookup = draft, prompt_lookup
         self.og = og
+        self.num_forward_calls = 0  # target calls (prefill included), from GenAI's per-step token times
 
     def generate(self, input_ids, max_new_tokens: int, **_) -> torch.Tensor:
         config = self.pipe.get_generation_config()
@@ -138,6 +139,7 @@ class GenAIContender:
             config.num_assistant_tokens, config.max_ngram_size = self.prompt_lookup, 3
         ids = self.og.TokenizedInputs(ov_tensor(input_ids), ov_tensor(torch.ones_like(input_ids)))
         out = self.pipe.generate(ids, config)
+        self.num_forward_calls += len(out.perf_metrics.raw_metrics.m_new_token_times)
         return torch.cat([input_ids[0], torch.tensor(out.tokens[0])])[None]
 
 
@@ -263,11 +265,14 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             for name in contenders:
                 tps = config.max_new_tokens * len(inputs) * config.rounds / sum(times[name])
                 identical = all(torch.equal(outputs[(name, i)], outputs[("plain", i)]) for i in range(len(inputs)))
-                per_call = None
+                per_call = ms_per_call = None
                 if name != "plain" and hasattr(contenders[name][0], "num_forward_calls"):
                     per_call = float(
                         np.mean([config.max_new_tokens / max(1, calls[(name, i)]) for i in range(len(inputs))])
                     )
+                    # target calls repeat round after round (greedy), so the last round's count stands for each
+                    total_calls = config.rounds * sum(calls[(name, i)] for i in range(len(inputs)))
+                    ms_per_call = 1000 * sum(times[name]) / max(1, total_calls)
                 rows.append(
                     {
                         "weights": weights,
@@ -278,6 +283,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                         "speedup": tps / plain_tps,
                         "identical_to_plain": identical,
                         "tokens_per_target_call": per_call,
+                        # the whole call (prefill included) over its target calls
+                        "ms_per_target_call": ms_per_call,
                     }
                 )
     results = {
@@ -325,13 +332,14 @@ def plot(rows: list[dict], path: Path) -> None:
 def format_table(results: dict) -> str:
     head = (
         f"{'weights':<7} {'precision':<9} {'task':<9} {'method':<26} {'tok/s':>7} {'speedup':>8} {'identical':>9} "
-        f"{'tok/call':>8}"
+        f"{'tok/call':>8} {'ms/call':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
         per_call = "" if r["tokens_per_target_call"] is None else f"{r['tokens_per_target_call']:.2f}"
+        ms = "" if r.get("ms_per_target_call") is None else f"{r['ms_per_target_call']:.1f}"
         lines.append(
             f"{r.get('weights', 'fp32'):<7} {r['precision']:<9} {r['task']:<9} {r['method']:<26} "
-            f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8}"
+            f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8} {ms:>7}"
         )
     return "\n".join(lines)
