@@ -48,19 +48,27 @@ def build_paged_model(model: ov.Model, hidden_states: bool = False) -> ov.Model:
 
 
 def paged_config(core: ov.Core, device: str, ov_config: dict | None) -> dict:
-    """The target's `ov_config` with a float KV cache at the inference precision.
+    """The target's `ov_config` for its paged form, with a KV cache that rolls back exactly.
 
-    The CPU kernel quantizes an integer key cache per channel over each block, so positions written and rolled back
-    would leave their trace in the kept ones' scales; a float cache makes rollback exact.
+    The CPU kernel quantizes an integer key cache per channel over each block by default, so positions written and
+    rolled back would leave their trace in the kept ones' scales. An integer cache is therefore quantized per token
+    (`KEY_CACHE_QUANT_MODE=BY_TOKEN`); without a cache precision in `ov_config`, the cache is a float one at the
+    inference precision.
 
     Raises:
-        `ValueError`: when `ov_config` asks for an integer KV cache.
+        `ValueError`: when `ov_config` asks for an integer KV cache quantized per channel.
     """
     config = dict(ov_config or {})
     asked = [config[k] for k in ("KV_CACHE_PRECISION", "KEY_CACHE_PRECISION", "VALUE_CACHE_PRECISION") if k in config]
     if any(_type_name(p).startswith(("u", "i")) for p in asked):
-        raise ValueError(f"The paged form rolls back exactly with a float KV cache only, got {asked}")
-    if not asked:
+        mode = str(config.get("KEY_CACHE_QUANT_MODE", "BY_TOKEN")).upper().split(".")[-1]
+        if mode != "BY_TOKEN":
+            raise ValueError(
+                f"The paged form rolls back exactly with a float KV cache or one quantized per token, got {asked} "
+                f"with KEY_CACHE_QUANT_MODE={mode}"
+            )
+        config["KEY_CACHE_QUANT_MODE"] = "BY_TOKEN"
+    elif not asked:
         precision = config.get("INFERENCE_PRECISION_HINT") or core.get_property(device, "INFERENCE_PRECISION_HINT")
         config["KV_CACHE_PRECISION"] = _type_name(precision)
     return config

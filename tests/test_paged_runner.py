@@ -89,16 +89,33 @@ def test_paged_hidden_states(models):
     assert PagedRunner(target).has_hidden  # compiled once, with the output, for every later runner
 
 
-def test_paged_config_wants_a_float_cache():
+def test_paged_config_wants_a_cache_that_rolls_back_exactly():
     import openvino as ov
 
     core = ov.Core()
     assert paged_config(core, "CPU", EXACT)["KV_CACHE_PRECISION"] == "f32"
     default = paged_config(core, "CPU", {})["KV_CACHE_PRECISION"]
     assert default in ("bf16", "f16", "f32")
-    for bad in ({"KV_CACHE_PRECISION": "u8"}, {"KEY_CACHE_PRECISION": ov.Type.i8}):
-        with pytest.raises(ValueError, match="float KV cache"):
-            paged_config(core, "CPU", bad)
+    for integer in ({"KV_CACHE_PRECISION": "u8"}, {"KEY_CACHE_PRECISION": ov.Type.i8}):
+        assert paged_config(core, "CPU", integer)["KEY_CACHE_QUANT_MODE"] == "BY_TOKEN"
+    with pytest.raises(ValueError, match="quantized per token"):
+        paged_config(core, "CPU", {"KV_CACHE_PRECISION": "u8", "KEY_CACHE_QUANT_MODE": "BY_CHANNEL"})
+
+
+def test_paged_rollback_is_exact_with_an_integer_cache(tmp_path):
+    path = make_tiny_llama(tmp_path / "t", num_layers=2, seed=3)
+    target = OVModelForCausalLM.from_pretrained(path, ov_config={"KV_CACHE_PRECISION": "u8"})
+    rng = np.random.default_rng(4)
+    # junk written into a partly filled block: quantized per channel, it would shift `more`'s logits (by ~5e-3 here)
+    prompt, junk, more = rng.integers(3, 96, 20), rng.integers(3, 96, 6), rng.integers(3, 96, 3)
+    runner = PagedRunner(target)
+    runner.reset()
+    runner(prompt)
+    clean = runner(more)
+    runner.reset()
+    runner(np.concatenate([prompt, junk]))
+    runner.trim(len(prompt))
+    np.testing.assert_array_equal(runner(more), clean)
 
 
 @pytest.mark.parametrize("paged_form", [True, False])
