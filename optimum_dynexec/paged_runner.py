@@ -18,6 +18,7 @@ import logging
 import numpy as np
 import openvino as ov
 
+from .policies.width import pad_to_width
 from .target_graph import HIDDEN_OUTPUT, add_hidden_output, add_logits_slice
 
 logger = logging.getLogger(__name__)
@@ -80,18 +81,29 @@ def _type_name(precision) -> str:
 
 def paged_request(target, hidden_states: bool = False) -> ov.InferRequest:
     """The infer request of `target`'s paged form, compiled once per target, device and `ov_config` (recompiled with
-    the `hidden_states` output the first time it is asked for)."""
+    the `hidden_states` output the first time it is asked for).
+
+    Raises:
+        `ValueError`: when the target has no paged form (remembered, so later calls fail at once).
+    """
     key = (target._device, repr(sorted((target.ov_config or {}).items())))
     cached = getattr(target, "_dynexec_paged", None)
-    if cached is not None and cached[0] == key and (cached[1] or not hidden_states):
-        return cached[2]
+    if cached is not None and cached[0] == key:
+        if isinstance(cached[2], ValueError):  # known to have no paged form: don't clone and transform it again
+            raise cached[2]
+        if cached[1] or not hidden_states:
+            return cached[2]
     logger.info("compiling the paged-attention form of %s", type(target).__name__)
     core = ov.Core()
-    config = paged_config(core, target._device, target.ov_config)
     try:
-        compiled = core.compile_model(build_paged_model(target.model, hidden_states), target._device, config)
-    except RuntimeError as error:
-        raise ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}") from error
+        config = paged_config(core, target._device, target.ov_config)
+        try:
+            compiled = core.compile_model(build_paged_model(target.model, hidden_states), target._device, config)
+        except RuntimeError as error:
+            raise ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}") from error
+    except ValueError as error:
+        target._dynexec_paged = (key, hidden_states, error)
+        raise
     request = compiled.create_infer_request()
     target._dynexec_paged = (key, hidden_states, request)
     return request
@@ -151,11 +163,9 @@ class PagedRunner:
         if extra:
             raise ValueError(f"The paged target takes no extra inputs, got {sorted(extra)}.")
         n, past = len(tokens), self._length
-        pad = max(0, (width or n) - n)
+        tokens, pad = pad_to_width(tokens, width)
         if pad and keep is not None:
             raise ValueError("A padded call returns every row (keep is unset).")
-        if pad:
-            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad)])
         total = past + n + pad
         self._reserve(total)
         blocks = -(-total // BLOCK_SIZE)

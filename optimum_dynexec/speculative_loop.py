@@ -17,7 +17,7 @@ import openvino as ov
 
 from .paged_runner import PagedRunner
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
-from .policies.width import VerifyWidth
+from .policies.width import VerifyWidth, pad_to_width
 from .target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,9 @@ class StatefulRunner:
         first `n` rows are the tokens'. Padding needs an `attention_mask` input.
         """
         n, past = len(tokens), self.length
-        pad = max(0, (width or n) - n) if "attention_mask" in self.names else 0
+        tokens, pad = pad_to_width(tokens, width if "attention_mask" in self.names else None)
         if pad and (keep is not None or extra):
             raise ValueError("A padded call returns every row and takes no extra inputs (keep and extra are unset).")
-        if pad:
-            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad)])
         self.kept = np.concatenate([self.kept, np.ones(n, dtype=np.int64), np.zeros(pad, dtype=np.int64)])
         feeds = {"input_ids": tokens[None].astype(np.int64), **extra}
         if LOGITS_TO_KEEP in self.names:

@@ -8,7 +8,7 @@ from optimum_dynexec import OVModelForCausalLM
 from optimum_dynexec import paged_runner as paged
 from optimum_dynexec.paged_runner import PagedRunner, paged_config
 from optimum_dynexec.policies.lookahead import LookaheadSchedule
-from optimum_dynexec.policies.width import VerifyWidth
+from optimum_dynexec.policies.width import VerifyWidth, pad_to_width
 from optimum_dynexec.speculative_loop import StatefulRunner, speculative_greedy
 from optimum_dynexec.target_graph import HIDDEN_OUTPUT
 
@@ -149,3 +149,28 @@ def test_verify_width_pads_then_shrinks():
             VerifyWidth(patience=bad)
     with pytest.raises(ValueError, match="at least one"):
         width(0)
+
+
+def test_a_model_without_paged_form_is_tried_once(tmp_path, monkeypatch, caplog):
+    path = make_tiny_llama(tmp_path / "t", num_layers=1, seed=5)
+    config = {**EXACT, "KV_CACHE_PRECISION": "u8", "KEY_CACHE_QUANT_MODE": "BY_CHANNEL"}  # no exact rollback
+    target = OVModelForCausalLM.from_pretrained(path, ov_config=config)
+    tried = []
+    real_config = paged.paged_config
+    monkeypatch.setattr(paged, "paged_config", lambda *a: tried.append(1) or real_config(*a))
+    ids = random_prompts(6)[0]
+    for _ in range(2):
+        with caplog.at_level("WARNING"):
+            out, _ = speculative_greedy(target, ids, 8, prompt_lookup_num_tokens=3)
+        np.testing.assert_array_equal(out, plain_greedy(target, ids, 8))
+    assert "stateful model" in caplog.text and "quantized per token" in caplog.text
+    with pytest.raises(ValueError, match="quantized per token"):
+        PagedRunner(target)
+    assert len(tried) == 1  # refused once; later calls neither re-read the config nor clone and transform the graph
+
+
+def test_pad_to_width():
+    tokens, pad = pad_to_width(np.array([4, 5]), 5)
+    np.testing.assert_array_equal(tokens, [4, 5, 5, 5, 5])
+    assert pad == 3
+    assert pad_to_width(np.array([4, 5]), None)[1] == 0 and pad_to_width(np.array([4, 5]), 1)[1] == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class VerifyWidth:
@@ -38,3 +40,10 @@ class VerifyWidth:
         if len(self._streak) > self.patience:
             self.width, self._streak = max(self._streak), []
         return self.width
+
+
+def pad_to_width(tokens: np.ndarray, width: int | None) -> tuple[np.ndarray, int]:
+    """`tokens` `(n,)` padded to `width` positions with the last token repeated, and the number of padding positions
+    (`0` when `width` is unset or not wider)."""
+    pad = max(0, (width or len(tokens)) - len(tokens))
+    return (np.concatenate([tokens, np.repeat(tokens[-1:], pad)]) if pad else tokens), pad
