@@ -79,45 +79,99 @@ def _type_name(precision) -> str:
     return precision.get_type_name() if isinstance(precision, ov.Type) else str(precision).lower()
 
 
-def paged_request(target, hidden_states: bool = False) -> ov.InferRequest:
-    """The infer request of `target`'s paged form, compiled once per target, device and `ov_config` (recompiled with
-    the `hidden_states` output the first time it is asked for).
+class PagedForm:
+    """The paged form of one target for one device and `ov_config`: its graph, and its infer requests by role.
 
-    Raises:
-        `ValueError`: when the target has no paged form (remembered, so later calls fail at once).
+    Each role is a compilation of its own: OpenVINO's CPU plugin re-prepares a compiled graph whenever the token
+    dimension changes (~5 ms on SmolLM2-135M), so verification calls (several tokens, see `VerifyWidth`) and
+    single-token steps each keep their own shapes. The requests share one KV cache, `cache`, laid out in `blocks`
+    blocks; every request reads and writes those very tensors.
     """
-    key = (target._device, repr(sorted((target.ov_config or {}).items())))
-    cached = getattr(target, "_dynexec_paged", None)
-    if cached is not None and cached[0] == key:
-        if isinstance(cached[2], ValueError):  # known to have no paged form: don't clone and transform it again
-            raise cached[2]
-        if cached[1] or not hidden_states:
-            return cached[2]
-    logger.info("compiling the paged-attention form of %s", type(target).__name__)
-    core = ov.Core()
-    try:
-        config = paged_config(core, target._device, target.ov_config)
+
+    def __init__(self, key: tuple, target, hidden_states: bool):
+        self.key, self.hidden_states, self.device = key, hidden_states, target._device
+        self.requests: dict[str, ov.InferRequest] = {}
+        self.cache: dict[str, ov.Tensor] = {}
+        self.blocks = 0
+        self.error: ValueError | None = None
+        self.core = ov.Core()
         try:
-            compiled = core.compile_model(build_paged_model(target.model, hidden_states), target._device, config)
-        except RuntimeError as error:
-            raise ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}") from error
-    except ValueError as error:
-        target._dynexec_paged = (key, hidden_states, error)
-        raise
-    request = compiled.create_infer_request()
-    target._dynexec_paged = (key, hidden_states, request)
-    return request
+            self.config = paged_config(self.core, target._device, target.ov_config)
+            self.model = build_paged_model(target.model, hidden_states)
+        except ValueError as error:
+            self.error = error
+
+    def request(self, role: str) -> ov.InferRequest:
+        """The infer request for `role` (`"verify"` or `"step"`), compiled the first time it is asked for.
+
+        Raises:
+            `ValueError`: when the target has no paged form (remembered, so later calls fail at once).
+        """
+        if self.error is not None:
+            raise self.error
+        if role not in self.requests:
+            logger.info("compiling the paged-attention form of the target (%s calls)", role)
+            try:
+                compiled = self.core.compile_model(self.model, self.device, self.config)
+            except RuntimeError as error:
+                self.error = ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}")
+                raise self.error from error
+            request = compiled.create_infer_request()
+            for name, tensor in self.cache.items():
+                request.set_tensor(name, tensor)
+            self.requests[role] = request
+        return self.requests[role]
+
+    def reserve(self, blocks: int, caches: list[tuple[str, ov.Type, ov.PartialShape]]) -> None:
+        """Grows the shared cache to at least `blocks` blocks, keeping its content, and hands it to every request."""
+        if blocks <= self.blocks:
+            return
+        blocks = max(blocks, self.blocks + _GROW_BLOCKS)
+        for name, element_type, shape in caches:
+            shape = ov.PartialShape(shape)
+            shape[0] = blocks
+            tensor = ov.Tensor(element_type, shape.get_shape())
+            if self.blocks:
+                tensor.data[: self.blocks] = self.cache[name].data
+            tensor.data[self.blocks :] = 0  # never read past the length, but no stale NaN either
+            self.cache[name] = tensor
+            for request in self.requests.values():
+                request.set_tensor(name, tensor)
+        self.blocks = blocks
+
+
+def paged_form(target, hidden_states: bool = False) -> PagedForm:
+    """The paged form of `target`, made once per target, device and `ov_config` (remade with the `hidden_states`
+    output the first time it is asked for)."""
+    key = (target._device, repr(sorted((target.ov_config or {}).items())))
+    form = getattr(target, "_dynexec_paged", None)
+    if form is None or form.key != key or (hidden_states and not form.hidden_states and form.error is None):
+        form = PagedForm(key, target, hidden_states)
+        target._dynexec_paged = form
+    return form
 
 
 class PagedRunner:
     """Feeds tokens to the paged form of a causal LM; the same interface as `speculative_loop.StatefulRunner`.
 
     The cache is one sequence laid out in blocks `0, 1, 2, ...`; `trim` only shortens the length the next call
-    attends to, so rejected and padding positions are simply overwritten.
+    attends to, so rejected and padding positions are simply overwritten. Single-token calls go through a second
+    compilation of the form (`step_request`), so that they do not re-shape the one verifying several tokens.
+
+    Args:
+        target (`OVModelForCausalLM`): the model whose paged form runs.
+        hidden_states (`bool`): also return the last hidden states (for EAGLE).
+        single_steps (`bool`): give single-token calls a compiled request of their own (the weights are shared,
+            the compiled graph is not: a few tens of MB for SmolLM2-135M).
+
+    Raises:
+        `ValueError`: when the target has no paged form.
     """
 
-    def __init__(self, target, hidden_states: bool = False):
-        self.request = paged_request(target, hidden_states)
+    def __init__(self, target, hidden_states: bool = False, single_steps: bool = True):
+        self.form = paged_form(target, hidden_states)
+        self.request = self.form.request("verify")
+        self.step_request = self.form.request("step") if single_steps else None
         self.names = {name for port in self.request.model_inputs for name in port.get_names()}
         self._caches = [
             (port.any_name, port.get_element_type(), port.get_partial_shape())
@@ -125,8 +179,17 @@ class PagedRunner:
             if port.any_name.startswith(("key_cache.", "value_cache."))
         ]
         self.has_hidden = any(HIDDEN_OUTPUT in port.get_names() for port in self.request.model_outputs)
-        self.blocks = getattr(self.request, "_dynexec_blocks", 0)  # cache blocks an earlier runner allocated
         self._length = 0
+
+    @property
+    def single_steps(self) -> bool:
+        """Whether a single-token call is cheap whatever the width of the calls before it."""
+        return self.step_request is not None
+
+    @property
+    def blocks(self) -> int:
+        """Cache blocks allocated (shared by every runner of the same form)."""
+        return self.form.blocks
 
     @property
     def length(self) -> int:
@@ -135,23 +198,6 @@ class PagedRunner:
 
     def reset(self) -> None:
         self._length = 0
-
-    def _reserve(self, tokens: int) -> None:
-        """Makes room for `tokens` cached tokens, keeping what the cache holds."""
-        needed = -(-tokens // BLOCK_SIZE)
-        if needed <= self.blocks:
-            return
-        blocks = max(needed, self.blocks + _GROW_BLOCKS)
-        for name, element_type, shape in self._caches:
-            shape = ov.PartialShape(shape)
-            shape[0] = blocks
-            tensor = ov.Tensor(element_type, shape.get_shape())
-            if self.blocks:
-                tensor.data[: self.blocks] = self.request.get_tensor(name).data
-            tensor.data[self.blocks :] = 0  # never read past the length, but no stale NaN either
-            self.request.set_tensor(name, tensor)
-        self.blocks = blocks
-        self.request._dynexec_blocks = blocks
 
     def __call__(self, tokens: np.ndarray, keep: int | None = None) -> np.ndarray:
         return self.infer(tokens, keep)["logits"][0]
@@ -167,8 +213,8 @@ class PagedRunner:
         if pad and keep is not None:
             raise ValueError("A padded call returns every row (keep is unset).")
         total = past + n + pad
-        self._reserve(total)
         blocks = -(-total // BLOCK_SIZE)
+        self.form.reserve(blocks, self._caches)
         feeds = {
             "input_ids": np.asarray(tokens, dtype=np.int64),
             "position_ids": np.arange(past, total, dtype=np.int64),
@@ -179,7 +225,8 @@ class PagedRunner:
             "max_context_len": np.asarray(total, dtype=np.int32),
             "logits_to_keep": np.asarray([keep or n + pad], dtype=np.int64),
         }
-        out = self.request.infer({k: v for k, v in feeds.items() if k in self.names}, share_inputs=True)
+        request = self.step_request if n + pad == 1 and self.step_request is not None else self.request
+        out = request.infer({k: v for k, v in feeds.items() if k in self.names}, share_inputs=True)
         self._length = past + n
         result = {"logits": out["logits"][:, 0][None]}
         if self.has_hidden:

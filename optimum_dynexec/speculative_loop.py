@@ -31,6 +31,8 @@ class StatefulRunner:
     `position_ids` counting only the kept tokens. When masked positions pile up, the cache is compacted once.
     """
 
+    single_steps = False  # a single-token call after wider ones re-shapes the request (see `VerifyWidth`)
+
     def __init__(self, model, max_masked: int = 256):
         model.compile()
         self.model = model
@@ -134,7 +136,8 @@ def speculative_greedy(
             positions) up to this many times in a row, since a stable input shape is cheaper (`VerifyWidth`); `0`
             never pads. The output does not depend on it.
         paged (`bool`): verify with the target's paged-attention form (`paged_runner.PagedRunner`): cheaper
-            multi-token calls and free rollback; `False` (or a model without that form) uses its stateful request.
+            multi-token calls, free rollback, and calls without a proposal through a request of their own (never
+            padded); `False` (or a model without that form) uses its stateful request.
 
     Returns:
         `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
@@ -179,7 +182,9 @@ def speculative_greedy(
         elif k > 0:
             proposal = prompt_lookup_candidates(np.asarray(seq), k)
         # Verify: the target reads the last token and the proposal in one call.
-        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]), width=widths(len(proposal) + 1))
+        # (a paged target verifies and steps through separate requests, so a lone token needs no padding)
+        width = None if not len(proposal) and runner.single_steps else widths(len(proposal) + 1)
+        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]), width=width)
         stats.target_calls += 1
         choice = out["logits"][0, : len(proposal) + 1].argmax(-1)
         # Accept: the proposal's longest prefix the target agrees with, plus the target's next token.

@@ -79,6 +79,45 @@ def test_paged_cache_grows_and_keeps_its_content(models, monkeypatch):
     np.testing.assert_allclose(again(tokens[:50]), expected[:50], atol=1e-4, rtol=1e-4)
 
 
+class CountingRequest:
+    """An infer request that counts the token count of each call."""
+
+    def __init__(self, request):
+        self.request, self.widths = request, []
+
+    def infer(self, feeds, **kwargs):
+        self.widths.append(len(feeds["input_ids"]))
+        return self.request.infer(feeds, **kwargs)
+
+
+def test_single_token_steps_have_a_request_of_their_own_on_the_same_cache(models, monkeypatch):
+    target, _ = models
+    fresh = OVModelForCausalLM.from_pretrained(target.model_save_dir, ov_config=EXACT)
+    monkeypatch.setattr(paged, "_GROW_BLOCKS", 1)
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(3, 96, 72)
+    expected = stateful_logits(target, tokens)
+    runner = PagedRunner(fresh)
+    assert runner.single_steps and runner.step_request is not runner.request
+    runner.request, runner.step_request = CountingRequest(runner.request), CountingRequest(runner.step_request)
+    runner.reset()
+    got = [runner(tokens[:30])]
+    for at in (30, 31, 32):  # single steps, the last one growing the cache to a second block
+        got.append(runner(tokens[at : at + 1]))
+    assert runner.blocks == 2
+    runner(rng.integers(3, 96, 5))  # rejected: rolled back below
+    runner.trim(33)
+    got.append(runner.infer(tokens[33:36], width=6)["logits"][0, :3])  # padded verification on the grown cache
+    for at in range(36, 72):  # steps again, across the next block boundaries
+        got.append(runner(tokens[at : at + 1]))
+    np.testing.assert_allclose(np.concatenate(got), expected, atol=1e-4, rtol=1e-4)
+    assert runner.request.widths == [30, 5, 6] and runner.step_request.widths == [1] * 39
+    single = PagedRunner(fresh, single_steps=False)
+    assert not single.single_steps and single.step_request is None
+    single.reset()
+    np.testing.assert_allclose(single(tokens[:1]), expected[:1], atol=1e-4, rtol=1e-4)
+
+
 def test_paged_hidden_states(models):
     target, _ = models
     tokens = np.arange(5, 17)
