@@ -92,6 +92,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     draft_back_off: bool = True  # the lean loop's heuristic schedule may stop drafting when the draft keeps failing
     # the lean loop verifies through the model's paged-attention form (`paged_runner`); False: its stateful request
     paged_verification: bool = True
+    # calls without a proposal go through a second compilation of the paged form (a few tens of MB); False: padded
+    paged_single_steps: bool = True
     last_speculative_stats = None
     _draft_schedules = None  # draft -> (settings, LookaheadSchedule) kept across calls for the "heuristic" schedule
 
@@ -243,6 +245,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             confidence_threshold=confidence,
             eos_token_id=config.eos_token_id,
             paged=self.paged_verification,
+            single_steps=self.paged_single_steps,
         )
         self.num_forward_calls += self.last_speculative_stats.target_calls + 1
         return torch.from_numpy(sequence)

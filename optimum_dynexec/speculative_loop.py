@@ -116,6 +116,7 @@ def speculative_greedy(
     eos_token_id: int | list[int] | None = None,
     pad_patience: int = 2,
     paged: bool = True,
+    single_steps: bool = True,
 ) -> tuple[np.ndarray, SpeculativeStats]:
     """Greedy decoding of `target` with drafts from `draft`, from prompt lookup, or both (prompt lookup where the
     text so far repeats an n-gram, the draft elsewhere).
@@ -138,6 +139,8 @@ def speculative_greedy(
         paged (`bool`): verify with the target's paged-attention form (`paged_runner.PagedRunner`): cheaper
             multi-token calls, free rollback, and calls without a proposal through a request of their own (never
             padded); `False` (or a model without that form) uses its stateful request.
+        single_steps (`bool`): with the paged form, calls without a proposal go through a compilation of their own
+            (`PagedRunner(single_steps=True)`); `False`: through the verifying request, padded as `pad_patience` says.
 
     Returns:
         `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
@@ -152,7 +155,10 @@ def speculative_greedy(
     eagle = getattr(draft, "is_eagle", False)
     if draft is not None and not eagle:
         prepare_lean_model(draft)
-    runner, draft_runner = _target_runner(target, eagle, paged), StatefulRunner(draft) if draft is not None else None
+    runner, draft_runner = (
+        _target_runner(target, eagle, paged, single_steps),
+        StatefulRunner(draft) if draft is not None else None,
+    )
     runner.reset()
     seq = [int(t) for t in input_ids[0]]
     prompt_length = len(seq)
@@ -211,11 +217,11 @@ def speculative_greedy(
     return np.asarray(seq, dtype=np.int64)[None], stats
 
 
-def _target_runner(target, hidden_states: bool, paged: bool):
+def _target_runner(target, hidden_states: bool, paged: bool, single_steps: bool):
     """The paged form of `target` when asked and possible, else its stateful request (with the lean loop's edits)."""
     if paged:
         try:
-            return PagedRunner(target, hidden_states=hidden_states)
+            return PagedRunner(target, hidden_states=hidden_states, single_steps=single_steps)
         except ValueError as error:
             logger.warning("%s: verifying through the stateful model.", error)
     prepare_lean_model(target, hidden_states=hidden_states)

@@ -18,6 +18,7 @@ def test_presets_load():
     compressed = SpeculativeBenchConfig.from_file(CONFIGS / "speculative_compressed.json")
     assert compressed.weight_formats == ["int8", "int4"] and compressed.name == "speculative_compressed"
     assert compressed.stateful_row and not sd.stateful_row
+    assert compressed.one_request_row and sd.one_request_row
 
 
 @pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])

@@ -168,8 +168,10 @@ def test_loop_is_lossless_through_either_form(models, paged_form):
             dict(prompt_lookup_num_tokens=4),
             dict(draft=draft, prompt_lookup_num_tokens=3),
         ):
-            for patience in (0, 2):
-                out, _ = speculative_greedy(target, ids, 24, paged=paged_form, pad_patience=patience, **kwargs)
+            for patience, single_steps in ((0, True), (2, True), (2, False)):
+                out, _ = speculative_greedy(
+                    target, ids, 24, paged=paged_form, pad_patience=patience, single_steps=single_steps, **kwargs
+                )
                 np.testing.assert_array_equal(out, reference)
         out, _ = speculative_greedy(target, repetitive, 24, paged=paged_form, prompt_lookup_num_tokens=5)
         np.testing.assert_array_equal(out, plain_greedy(target, repetitive, 24))

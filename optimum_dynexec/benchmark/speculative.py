@@ -48,6 +48,8 @@ class SpeculativeBenchConfig:
     useless_draft: bool = True
     # a row with the longest prompt lookup verified through the target's stateful request instead of its paged form
     stateful_row: bool = False
+    # a row with the longest prompt lookup whose calls without a proposal are padded verifications (one request)
+    one_request_row: bool = False
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
     # NNCF weight formats of the target; compressed targets run at the default precision, against optimum-intel's
     # plain class on the same compressed IR
@@ -209,6 +211,11 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             stateful.paged_verification = False
             k = max(config.prompt_lookup_num_tokens)
             contenders[f"lookup k={k}, stateful"] = (stateful, {"prompt_lookup_num_tokens": k})
+        if config.one_request_row:
+            one = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
+            one.paged_single_steps = False
+            k = max(config.prompt_lookup_num_tokens)
+            contenders[f"lookup k={k}, one request"] = (one, {"prompt_lookup_num_tokens": k})
         if draft_dir is not None:
             draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=ov_config)
             contenders |= {
