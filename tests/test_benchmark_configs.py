@@ -83,3 +83,14 @@ def test_stepsaver_preset_and_errors():
     }
     table = stepsaver_table({"rows": [row, {**row, "method": "plain", "speedup": 1.0}]})
     assert len(table.splitlines()) == 4 and "3.33x" in table and "2.90x" in table
+
+
+def test_common_prefix():
+    import torch
+
+    from optimum_dynexec.benchmark.speculative import common_prefix
+
+    a = torch.tensor([1, 2, 3, 4])
+    assert common_prefix(a, torch.tensor([1, 2, 9, 4])) == 2
+    assert common_prefix(a, a.clone()) == 4 and common_prefix(a, a[:3]) == 3
+    assert common_prefix(a, torch.tensor([7, 2, 3, 4])) == 0

@@ -272,6 +272,9 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             for name in contenders:
                 tps = config.max_new_tokens * len(inputs) * config.rounds / sum(times[name])
                 identical = all(torch.equal(outputs[(name, i)], outputs[("plain", i)]) for i in range(len(inputs)))
+                agreement = float(
+                    np.mean([common_prefix(outputs[(name, i)], outputs[("plain", i)]) for i in range(len(inputs))])
+                )
                 per_call = ms_per_call = None
                 if name != "plain" and hasattr(contenders[name][0], "num_forward_calls"):
                     per_call = float(
@@ -289,6 +292,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                         "tokens_per_s": tps,
                         "speedup": tps / plain_tps,
                         "identical_to_plain": identical,
+                        # new tokens equal to plain greedy's before the first difference, over max_new_tokens
+                        "prefix_agreement": agreement / config.max_new_tokens,
                         "tokens_per_target_call": per_call,
                         # the whole call (prefill included) over its target calls
                         "ms_per_target_call": ms_per_call,
@@ -305,6 +310,13 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     }
     plot(rows, save_results(results, output_dir, config.name))
     return results
+
+
+def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    differ = torch.nonzero(a[:n] != b[:n])
+    return int(differ[0, 0]) if len(differ) else n
 
 
 def _panel(row: dict) -> str:
@@ -339,7 +351,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def format_table(results: dict) -> str:
     head = (
         f"{'weights':<7} {'precision':<9} {'task':<9} {'method':<26} {'tok/s':>7} {'speedup':>8} {'identical':>9} "
-        f"{'tok/call':>8} {'ms/call':>7}"
+        f"{'agree':>5} {'tok/call':>8} {'ms/call':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results["rows"]:
@@ -347,6 +359,7 @@ def format_table(results: dict) -> str:
         ms = "" if r.get("ms_per_target_call") is None else f"{r['ms_per_target_call']:.1f}"
         lines.append(
             f"{r.get('weights', 'fp32'):<7} {r['precision']:<9} {r['task']:<9} {r['method']:<26} "
-            f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} {per_call:>8} {ms:>7}"
+            f"{r['tokens_per_s']:7.1f} {r['speedup']:7.2f}x {str(r['identical_to_plain']):>9} "
+            f"{r.get('prefix_agreement', float('nan')):5.0%} {per_call:>8} {ms:>7}"
         )
     return "\n".join(lines)
