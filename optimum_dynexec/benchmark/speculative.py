@@ -230,16 +230,19 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 )
                 for k in config.num_assistant_tokens
             }
+        # EAGLE rows verify through a paged form with the hidden-state output: a target of their own, so the other
+        # rows run the graph a user without EAGLE gets (in bf16 a different graph can give a different text)
+        with_head = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
         if eagle_dir is not None:
             eagle = OVEagleDraft.from_pretrained(eagle_dir, ov_config=PRECISIONS[config.eagle_precision])
             contenders |= {
-                f"EAGLE k={k}": (ours, _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence))
+                f"EAGLE k={k}": (with_head, _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence))
                 for k in config.eagle_num_tokens
             }
             if config.eagle_with_lookup:
                 contenders |= {
                     f"EAGLE k={k} + lookup k={config.eagle_with_lookup}": (
-                        ours,
+                        with_head,
                         _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence)
                         | {"prompt_lookup_num_tokens": config.eagle_with_lookup},
                     )
@@ -247,7 +250,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 }
         if useless_dir is not None:
             useless = OVEagleDraft.from_pretrained(useless_dir, ov_config=PRECISIONS[config.eagle_precision])
-            contenders["useless EAGLE head"] = (ours, _eagle_kwargs(useless, 4, "heuristic", 0.0))
+            contenders["useless EAGLE head"] = (with_head, _eagle_kwargs(useless, 4, "heuristic", 0.0))
         if config.genai:
             contenders["GenAI plain"] = (GenAIContender(target_dir, ov_config), {})
             contenders["GenAI prompt lookup k=5"] = (GenAIContender(target_dir, ov_config, prompt_lookup=5), {})
