@@ -232,8 +232,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             }
         # EAGLE rows verify through a paged form with the hidden-state output: a target of their own, so the other
         # rows run the graph a user without EAGLE gets (in bf16 a different graph can give a different text)
-        with_head = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
         if eagle_dir is not None:
+            with_head = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
             eagle = OVEagleDraft.from_pretrained(eagle_dir, ov_config=PRECISIONS[config.eagle_precision])
             contenders |= {
                 f"EAGLE k={k}": (with_head, _eagle_kwargs(eagle, k, config.eagle_schedule, config.eagle_confidence))
