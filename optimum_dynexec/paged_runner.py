@@ -95,6 +95,8 @@ class PagedForm:
         self.blocks = 0
         self.error: ValueError | None = None
         self.core = ov.Core()
+        # the KV inputs as compiled (the plugin fixes the block layout): name, type, shape
+        self.caches: list[tuple[str, ov.Type, ov.PartialShape]] = []
         try:
             self.config = paged_config(self.core, target._device, target.ov_config)
             self.model = build_paged_model(target.model, hidden_states)
@@ -117,17 +119,23 @@ class PagedForm:
                 self.error = ValueError(f"OpenVINO cannot compile this model's paged-attention form: {error}")
                 raise self.error from error
             request = compiled.create_infer_request()
+            if not self.caches:
+                self.caches = [
+                    (port.any_name, port.get_element_type(), port.get_partial_shape())
+                    for port in compiled.inputs
+                    if port.any_name.startswith(("key_cache.", "value_cache."))
+                ]
             for name, tensor in self.cache.items():
                 request.set_tensor(name, tensor)
             self.requests[role] = request
         return self.requests[role]
 
-    def reserve(self, blocks: int, caches: list[tuple[str, ov.Type, ov.PartialShape]]) -> None:
+    def reserve(self, blocks: int) -> None:
         """Grows the shared cache to at least `blocks` blocks, keeping its content, and hands it to every request."""
         if blocks <= self.blocks:
             return
         blocks = max(blocks, self.blocks + _GROW_BLOCKS)
-        for name, element_type, shape in caches:
+        for name, element_type, shape in self.caches:
             shape = ov.PartialShape(shape)
             shape[0] = blocks
             tensor = ov.Tensor(element_type, shape.get_shape())
@@ -173,11 +181,6 @@ class PagedRunner:
         self.request = self.form.request("verify")
         self.step_request = self.form.request("step") if single_steps else None
         self.names = {name for port in self.request.model_inputs for name in port.get_names()}
-        self._caches = [
-            (port.any_name, port.get_element_type(), port.get_partial_shape())
-            for port in self.request.model_inputs
-            if port.any_name.startswith(("key_cache.", "value_cache."))
-        ]
         self.has_hidden = any(HIDDEN_OUTPUT in port.get_names() for port in self.request.model_outputs)
         self._length = 0
 
@@ -214,7 +217,7 @@ class PagedRunner:
             raise ValueError("A padded call returns every row (keep is unset).")
         total = past + n + pad
         blocks = -(-total // BLOCK_SIZE)
-        self.form.reserve(blocks, self._caches)
+        self.form.reserve(blocks)
         feeds = {
             "input_ids": np.asarray(tokens, dtype=np.int64),
             "position_ids": np.arange(past, total, dtype=np.int64),
