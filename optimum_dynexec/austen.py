@@ -4,7 +4,8 @@ The package stores each novel as an R character vector (one element per printed 
 `data/Rdata.rdx` is a compressed serialized R list whose `variables` entry maps each object name to an
 `(offset, length)` pair in `data/Rdata.rdb`; each record there is a 4-byte big-endian length followed by a zlib (or,
 for newer R versions, a typed xz/bzip2/zlib) stream holding one serialized R object. The `rdata` package parses the
-serialized objects. The texts are written once as plain text files to the dynexec cache.
+serialized objects. The texts are written once as plain text files to the dynexec cache. `austen_token_splits` and
+`sample_windows` cut the tokenised novels into the training material of the drafters.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import warnings
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from .utils import cache_dir
 
 logger = logging.getLogger(__name__)
+
+# characters around the middle of every book left out of training: the speculative benchmark's passages come from there
+BENCHMARK_GAP = (2_000, 8_000)
 
 APT_PACKAGE = "r-cran-janeaustenr"
 DEFAULT_DATA_DIR = Path("/usr/lib/R/site-library/janeaustenr/data")
@@ -131,3 +137,37 @@ def load_austen_books(data_dir: Path | None = None) -> dict[str, str]:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(files[title])
     return books
+
+
+def austen_token_splits(
+    tokenizer, eval_fraction: float, texts: dict[str, str] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`(train, held_out)`: per book, its token ids without the benchmark's middle passage, split by position.
+
+    Whitespace is normalised; the characters `BENCHMARK_GAP` around the middle of every text are cut out (texts too
+    short to hold that gap four times over are kept whole), and the last `eval_fraction` of every text's tokens is
+    held out. `texts` (`{name: text}`) defaults to Jane Austen's novels.
+    """
+    if texts is None:
+        texts = load_austen_books()
+    train, held = [], []
+    for title in sorted(texts):
+        text = " ".join(texts[title].split())
+        if len(text) > 4 * sum(BENCHMARK_GAP):
+            middle = len(text) // 2
+            text = text[: middle - BENCHMARK_GAP[0]] + " " + text[middle + BENCHMARK_GAP[1] :]
+        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        cut = int(len(ids) * (1 - eval_fraction))
+        train.append(ids[:cut])
+        held.append(ids[cut:])
+    return train, held
+
+
+def sample_windows(token_arrays: list[np.ndarray], count: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` windows of `length` tokens at random places of the arrays (in proportion to their lengths)."""
+    usable = [a for a in token_arrays if len(a) > length]
+    if not usable:
+        raise ValueError(f"No text holds a window of {length} tokens.")
+    sizes = np.asarray([len(a) - length for a in usable], dtype=float)
+    books = rng.choice(len(usable), size=count, p=sizes / sizes.sum())
+    return np.stack([usable[b][(s := rng.integers(0, len(usable[b]) - length)) : s + length] for b in books])

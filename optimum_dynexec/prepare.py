@@ -146,6 +146,8 @@ def prepare_early_exit_export(
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 EAGLE_RUN = "SmolLM2-eagle"  # the EAGLE head training run in the models cache
+# the draft distillation run in the models cache (renamed when the recipe changes, so caches train the new one)
+DRAFT_RUN = "SmolLM2-draft-gen"
 
 EAGLE_WINDOWS = 800  # EagleConfig's default text_windows + continuation_windows
 
@@ -215,7 +217,7 @@ def byte_level_tokenizer_from_gguf(path: Path):
 
 
 def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
-    """SmolLM2 exported by optimum-intel (stateful), cached; `weight_format` is `fp32` or `int8`."""
+    """SmolLM2 exported by optimum-intel (stateful), cached; `weight_format` is `fp32`, `int8` or `int4`."""
     out = cache_dir("exports") / f"{SMOLLM2_NAME}-ov-{weight_format}"
     if (out / "openvino_model.xml").exists():
         return out
@@ -227,17 +229,19 @@ def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
     return out
 
 
-def smollm2_draft_dir() -> Path | None:
-    """The distilled SmolLM2 draft exported to OpenVINO, or `None` when it has not been trained yet."""
-    hf = cache_dir("models") / "SmolLM2-draft"
+def smollm2_draft_dir(weight_format: str = "fp32") -> Path | None:
+    """The distilled SmolLM2 draft exported to OpenVINO (`fp32`, `int8` or `int4` weights), or `None` when it has not
+    been trained yet."""
+    hf = cache_dir("models") / DRAFT_RUN
     if not (hf / "config.json").exists():
         return None
-    out = cache_dir("exports") / "SmolLM2-draft-ov-fp32"
+    out = cache_dir("exports") / f"{DRAFT_RUN}-ov-{weight_format}"
     if not (out / "openvino_model.xml").exists():
+        from .exporters.quantization import quantization_config_from_flags
         from .exporters.speculative import export_causal_lm
 
         with building(out) as tmp:
-            export_causal_lm(hf, tmp)
+            export_causal_lm(hf, tmp, quantization_config_from_flags(weight_format=weight_format))
     return out
 
 
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--draft-minutes",
         type=float,
-        default=21.0,
+        default=24.0,
         help="wall-time budget of the SmolLM2 draft distillation (CI passes less: a weaker draft, same mechanics)",
     )
     parser.add_argument(
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             from .training.draft import DraftConfig, train_draft
 
             logger.info("distilling the SmolLM2 draft (%g minutes on 2 cores, once)", args.draft_minutes)
-            train_draft(cache_dir("models") / "SmolLM2-draft", DraftConfig(max_minutes=args.draft_minutes))
+            train_draft(cache_dir("models") / DRAFT_RUN, DraftConfig(max_minutes=args.draft_minutes))
         logger.info("SmolLM2 draft: %s", smollm2_draft_dir())
         if smollm2_eagle_dir() is None:
             from .training.eagle import EagleConfig, train_eagle

@@ -19,6 +19,7 @@ def test_presets_load():
     assert compressed.weight_formats == ["int8", "int4"] and compressed.name == "speculative_compressed"
     assert compressed.stateful_row and not sd.stateful_row
     assert compressed.one_request_row and sd.one_request_row
+    assert compressed.compressed_precisions == ["default", "f32"] and sd.compressed_precisions == ["default"]
 
 
 @pytest.mark.parametrize("kwargs", [{"thresholds": []}, {"thresholds": [1.5]}, {"rounds": 0}])
@@ -32,6 +33,14 @@ def test_speculative_bench_config_errors():
         SpeculativeBenchConfig(precisions=["fp64"])
     with pytest.raises(ValueError, match="weight_formats"):
         SpeculativeBenchConfig(weight_formats=["int2"])
+    with pytest.raises(ValueError, match="draft_weight_format"):
+        SpeculativeBenchConfig(draft_weight_format="int3")
+    with pytest.raises(ValueError, match="draft_precision"):
+        SpeculativeBenchConfig(draft_precision="fp8")
+    with pytest.raises(ValueError, match="draft_confidence"):
+        SpeculativeBenchConfig(draft_confidence=[0.4, 1.0])
+    with pytest.raises(ValueError, match="precisions"):
+        SpeculativeBenchConfig(compressed_precisions=["fp16x"])
     with pytest.raises(ValueError, match="eagle_schedule"):
         SpeculativeBenchConfig(eagle_schedule="wild")
     with pytest.raises(ValueError, match="eagle_confidence"):

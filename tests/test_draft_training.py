@@ -57,6 +57,9 @@ def tiny_config(**kwargs) -> DraftConfig:
         student_autocast=False,
         eval_tokens=0,
         save_every=2,
+        continuation_prompts=8,
+        continuation_tokens=8,
+        eval_continuations=2,
     )
     defaults.update(kwargs)
     return DraftConfig(**defaults)
@@ -76,6 +79,10 @@ def tiny_config(**kwargs) -> DraftConfig:
         {"eval_fraction": 1.0},
         {"teacher_dtype": "float8"},
         {"num_layers": 2.5},
+        {"continuation_share": 1.0},
+        {"continuation_prompts": -1},
+        {"continuation_tokens": 128},
+        {"continuation_tokens": 0},
     ],
 )
 def test_bad_config_raises(bad):
@@ -152,7 +159,7 @@ def test_resume_continues_from_checkpoint(tiny_target, tmp_path, monkeypatch):
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
     with pytest.raises(ValueError, match="checkpoint"):
-        train_draft(resumed, tiny_config(max_steps=8, seq_len=8), target_dir=tiny_target, texts=TEXTS)
+        train_draft(resumed, tiny_config(max_steps=8, seq_len=12), target_dir=tiny_target, texts=TEXTS)
 
 
 def test_load_austen_books_missing_package_names_it(tmp_path, monkeypatch):
@@ -176,3 +183,59 @@ def test_load_austen_books(tmp_path, monkeypatch):
     assert sum(len(t) for t in books.values()) > 3_500_000
     assert len(list((tmp_path / "cache" / "data" / "austen").glob("*.txt"))) == 6
     assert load_austen_books() == books  # from the cache
+
+
+def test_austen_token_splits_leave_out_the_benchmark_passage():
+    from optimum_dynexec.austen import BENCHMARK_GAP, austen_token_splits
+
+    tokenizer = make_tokenizer()
+    filler = " ".join(["good movie"] * 20_000)  # 200,000 characters
+    middle = len(filler) // 2
+    # "terrible" only in the benchmark's gap, "awful" only in the held-out tail
+    long = filler[:middle] + " terrible " + filler[middle:] + " awful" * 100
+    short = "great film " * 40  # too short to hold the gap: kept whole
+    train, held = austen_token_splits(tokenizer, 0.01, {"long": long, "short": short})
+    terrible, awful, great = (tokenizer.convert_tokens_to_ids(w) for w in ("terrible", "awful", "great"))
+    assert all(terrible not in ids for ids in train + held)
+    assert awful not in train[0] and awful in held[0]
+    assert great in train[1]
+    n_long = len(tokenizer(" ".join(long.split()), add_special_tokens=False)["input_ids"])
+    removed = n_long - len(train[0]) - len(held[0])
+    assert 0.9 * sum(BENCHMARK_GAP) / len("good ") < removed < 1.1 * sum(BENCHMARK_GAP) / len("good ")
+
+
+def test_continuations_are_the_targets_greedy_text_and_are_cached(tiny_target, tmp_path, monkeypatch):
+    from optimum_dynexec.training import draft
+
+    config = tiny_config(max_steps=2, continuation_prompts=6, continuation_tokens=10, eval_continuations=3)
+    out = train_draft(tmp_path / "draft", config, target_dir=tiny_target, texts=TEXTS)
+    saved = torch.load(out / draft.CONTINUATIONS_FILE, weights_only=False)
+    assert saved["train"].shape == (6, 16) and saved["eval"].shape == (3, 16)
+    target = load_target(tiny_target)
+    for rows in (saved["train"], saved["eval"]):
+        greedy = target(rows).logits.argmax(-1)
+        assert torch.equal(greedy[:, 5:-1], rows[:, 6:])  # each new token is the target's argmax
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["continuation_chunks"] == 6 and metrics["eval_continuation_tokens"] == 3 * 16
+    assert 0.0 <= metrics["continuation_acceptance_after"] <= 1.0
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the cached continuations should be reused")
+
+    monkeypatch.setattr(draft, "target_continuations", no_generation)
+    (out / draft.CHECKPOINT_DIR / draft.CHECKPOINT_FILE).unlink()
+    train_draft(out, config, target_dir=tiny_target, texts=TEXTS)
+    with pytest.raises(AssertionError, match="cached"):  # other settings: made again
+        train_draft(tmp_path / "other", tiny_config(continuation_prompts=5), target_dir=tiny_target, texts=TEXTS)
+
+
+def test_batches_mix_book_text_and_continuations():
+    from optimum_dynexec.training.draft import _training_batch
+
+    config = tiny_config(batch_size=8, continuation_share=0.25)
+    text, generated = torch.zeros(40, 16, dtype=torch.long), torch.ones(12, 16, dtype=torch.long)
+    for step in range(10):
+        batch = _training_batch(step, text, generated, config)
+        assert batch.shape == (8, 16) and int(batch[:, 0].sum()) == 2
+    assert int(_training_batch(0, text, None, config)[:, 0].sum()) == 0
+    assert tiny_config(continuation_share=0.0).continuation_chunks_per_batch == 0

@@ -51,18 +51,35 @@ class SpeculativeBenchConfig:
     # a row with the longest prompt lookup whose calls without a proposal are padded verifications (one request)
     one_request_row: bool = False
     precisions: list[str] = field(default_factory=lambda: ["default", "f32"])
-    # NNCF weight formats of the target; compressed targets run at the default precision, against optimum-intel's
+    # NNCF weight formats of the target; compressed targets run at `compressed_precisions`, against optimum-intel's
     # plain class on the same compressed IR
     weight_formats: list[str] = field(default_factory=lambda: ["fp32"])
+    # precisions of the compressed targets: "f32" (no bf16, no dynamic quantization) gives every stack plain
+    # greedy's text, so speeds compare on the same text
+    compressed_precisions: list[str] = field(default_factory=lambda: ["default"])
+    # NNCF weight format of the distilled draft model (None: the target's)
+    draft_weight_format: str | None = None
+    # the draft model's OpenVINO precision (ours and GenAI's); the target verifies its drafts: the output is the same
+    draft_precision: str = "default"
+    # draft-model rows: one per starting lookahead (`num_assistant_tokens`) and draft-confidence stop
+    draft_confidence: list[float] = field(default_factory=lambda: [0.0])
     genai: bool = True
     name: str = "speculative"  # results go to benchmarks/<name>.json and .png
 
     def __post_init__(self):
-        unknown = set(self.precisions) - set(PRECISIONS)
+        unknown = set(self.precisions + self.compressed_precisions) - set(PRECISIONS)
         if unknown:
             raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
+        if self.draft_weight_format not in (None, "fp32", "int8", "int4"):
+            raise ValueError(
+                f"Unknown draft_weight_format {self.draft_weight_format!r}; choose among fp32, int8, int4."
+            )
         if set(self.weight_formats) - {"fp32", "int8", "int4"}:
             raise ValueError(f"Unknown weight_formats {self.weight_formats}; choose among fp32, int8, int4.")
+        if self.draft_precision not in PRECISIONS:
+            raise ValueError(f"Unknown draft_precision {self.draft_precision!r}; choose among {sorted(PRECISIONS)}.")
+        if any(not 0.0 <= c < 1.0 for c in self.draft_confidence):
+            raise ValueError(f"draft_confidence values must be in [0, 1), got {self.draft_confidence}.")
         if self.eagle_precision not in PRECISIONS:
             raise ValueError(f"Unknown eagle_precision {self.eagle_precision!r}; choose among {sorted(PRECISIONS)}.")
         if self.eagle_schedule not in ("constant", "heuristic", "heuristic_transient"):
@@ -115,14 +132,23 @@ def ensure_genai_tokenizer(folder: Path) -> None:
 class GenAIContender:
     """OpenVINO GenAI's `LLMPipeline` on the same IR, driven with token ids, for a side-by-side run."""
 
-    def __init__(self, folder: Path, ov_config: dict, draft: Path | None = None, prompt_lookup: int | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        ov_config: dict,
+        draft: Path | None = None,
+        prompt_lookup: int | None = None,
+        draft_config: dict | None = None,
+    ):
         import openvino_genai as og
 
         ensure_genai_tokenizer(folder)
         kwargs = dict(ov_config)
         if draft is not None:
             ensure_genai_tokenizer(draft)
-            kwargs["draft_model"] = og.draft_model(str(draft), "CPU", **ov_config)
+            kwargs["draft_model"] = og.draft_model(
+                str(draft), "CPU", **(ov_config if draft_config is None else draft_config)
+            )
         if prompt_lookup is not None:
             kwargs["prompt_lookup"] = True
         self.pipe = og.LLMPipeline(str(folder), "CPU", **kwargs)
@@ -196,7 +222,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     gen = dict(max_new_tokens=config.max_new_tokens, do_sample=False, eos_token_id=None)
     rows = []
     runs = [("fp32", p) for p in config.precisions]
-    runs += [(w, "default") for w in config.weight_formats if w != "fp32"]
+    runs += [(w, p) for p in config.compressed_precisions for w in config.weight_formats if w != "fp32"]
     for weights, precision in runs:
         target_dir = smollm2_openvino_dir(weights)
         ov_config = PRECISIONS[precision]
@@ -216,19 +242,21 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
             one.paged_single_steps = False
             k = max(config.prompt_lookup_num_tokens)
             contenders[f"lookup k={k}, one request"] = (one, {"prompt_lookup_num_tokens": k})
-        if draft_dir is not None:
-            draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=ov_config)
+        run_draft_dir = smollm2_draft_dir(config.draft_weight_format or weights) if draft_dir is not None else None
+        if run_draft_dir is not None:
+            draft = OVModelForCausalLM.from_pretrained(run_draft_dir, ov_config=PRECISIONS[config.draft_precision])
             contenders |= {
-                f"draft k={k} heuristic": (
+                f"draft k={k} heuristic" + (f", conf {c:g}" if c else ""): (
                     ours,
                     {
                         "assistant_model": draft,
                         "num_assistant_tokens": k,
                         "num_assistant_tokens_schedule": "heuristic",
-                        "assistant_confidence_threshold": 0.0,
+                        "assistant_confidence_threshold": c,
                     },
                 )
                 for k in config.num_assistant_tokens
+                for c in config.draft_confidence
             }
         # EAGLE rows verify through a paged form with the hidden-state output: a target of their own, so the other
         # rows run the graph a user without EAGLE gets (in bf16 a different graph can give a different text)
@@ -254,8 +282,13 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         if config.genai:
             contenders["GenAI plain"] = (GenAIContender(target_dir, ov_config), {})
             contenders["GenAI prompt lookup k=5"] = (GenAIContender(target_dir, ov_config, prompt_lookup=5), {})
-            if draft_dir is not None:
-                contenders["GenAI draft k=5"] = (GenAIContender(target_dir, ov_config, draft=draft_dir), {})
+            if run_draft_dir is not None:
+                contenders["GenAI draft k=5"] = (
+                    GenAIContender(
+                        target_dir, ov_config, draft=run_draft_dir, draft_config=PRECISIONS[config.draft_precision]
+                    ),
+                    {},
+                )
         for task, inputs in prompts.items():
             for model, extra in contenders.values():  # warm-up
                 model.generate(input_ids=inputs[0]["input_ids"], max_new_tokens=8, do_sample=False, **extra)
@@ -289,6 +322,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                 rows.append(
                     {
                         "weights": weights,
+                        "draft_weights": (config.draft_weight_format or weights) if run_draft_dir else None,
                         "precision": precision,
                         "task": task,
                         "method": name,
@@ -334,8 +368,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys(_panel(r) for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    cols = min(2, len(panels))
+    rows_ = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(7 * cols, 4.5 * rows_), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
         mine = [r for r in rows if _panel(r) == panel]
         methods = list(dict.fromkeys(r["method"] for r in mine))
         for j, task in enumerate(sorted({r["task"] for r in mine})):

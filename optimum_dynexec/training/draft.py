@@ -3,11 +3,15 @@
 The student is a `LlamaForCausalLM` with the target's config but only a few decoder layers, initialised from the
 target's first layers, and sharing copies of the target's embeddings, final norm and (tied) LM head, so it keeps the
 target's vocabulary and tokenizer and every token it drafts is a valid target token. It learns the target's
-next-token distribution by knowledge distillation on Jane Austen's novels: the loss is the KL divergence from the
-target's top-k distribution (renormalised) to the student's full-vocabulary distribution. Embeddings and LM head are
-frozen. The last `eval_fraction` of every book is held out, and the greedy acceptance rate there (the fraction of
-positions where the student's argmax equals the target's argmax under teacher forcing) is measured before and after
-training.
+next-token distribution by knowledge distillation: the loss is the KL divergence from the target's top-k distribution
+(renormalised) to the student's full-vocabulary distribution. Embeddings and LM head are frozen.
+
+The material is Jane Austen's novels without the passages the speculative benchmark uses (the middle of every book),
+plus the target's own greedy continuations of short book prompts (made once with transformers' `generate` and cached
+in the output folder), since at decoding time the draft has to predict exactly those: every batch draws
+`continuation_share` of its chunks from them. The last `eval_fraction` of every book is held out, with continuations
+of prompts from there; the greedy acceptance rate on both (the fraction of positions where the student's argmax equals
+the target's argmax under teacher forcing) is measured before and after training.
 
 Training is seeded and resumable: a checkpoint (trainable weights, optimizer, step, time spent) is written into
 `output_dir/checkpoint` every `save_every` steps and when the time budget runs out; calling `train_draft` again on the
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..austen import austen_token_splits, sample_windows
 from ..utils import set_seed
 
 logger = logging.getLogger("optimum_dynexec.training.draft")  # also when run with `python -m`
@@ -39,7 +44,22 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "draft_metrics.json"
 # Fields that must match for a run to resume from a checkpoint (the step budget and time budget may change).
-RESUME_KEYS = ("num_layers", "seq_len", "batch_size", "learning_rate", "top_k", "temperature", "seed", "eval_fraction")
+RESUME_KEYS = (
+    "num_layers",
+    "seq_len",
+    "batch_size",
+    "learning_rate",
+    "top_k",
+    "temperature",
+    "seed",
+    "eval_fraction",
+    "continuation_prompts",
+    "continuation_tokens",
+    "continuation_share",
+    "eval_continuations",
+)
+CONTINUATIONS_FILE = "continuations.pt"
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -68,13 +88,18 @@ class DraftConfig:
         max_train_tokens: at most this many training tokens are kept (0: all).
         save_every: checkpoint interval in steps.
         seed: seeds initialisation-independent randomness and the data order.
+        continuation_prompts: training prompts the target continues greedily (0: book text only).
+        continuation_tokens: new tokens per continuation; its prompt is `seq_len - continuation_tokens` book tokens,
+            so a continuation is one training chunk.
+        continuation_share: fraction of every batch drawn from the continuations.
+        eval_continuations: held-out prompts continued by the target to measure acceptance on its own text.
     """
 
     num_layers: int = 4
     seq_len: int = 128
     batch_size: int = 8
     max_steps: int = 600
-    max_minutes: float | None = 21.0
+    max_minutes: float | None = 24.0
     learning_rate: float = 3e-4
     warmup_steps: int = 20
     weight_decay: float = 0.01
@@ -88,6 +113,10 @@ class DraftConfig:
     max_train_tokens: int = 0
     save_every: int = 50
     seed: int = 0
+    continuation_prompts: int = 256
+    continuation_tokens: int = 96
+    continuation_share: float = 0.25
+    eval_continuations: int = 16
 
     def __post_init__(self) -> None:
         positive = ("num_layers", "seq_len", "batch_size", "max_steps", "top_k", "save_every")
@@ -95,7 +124,14 @@ class DraftConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("warmup_steps", "eval_tokens", "max_train_tokens", "seed"):
+        for name in (
+            "warmup_steps",
+            "eval_tokens",
+            "max_train_tokens",
+            "seed",
+            "continuation_prompts",
+            "eval_continuations",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
@@ -111,8 +147,28 @@ class DraftConfig:
             raise ValueError(f"`temperature` must be positive, got {self.temperature!r}.")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"`eval_fraction` must be in (0, 1), got {self.eval_fraction!r}.")
+        if not 0 <= self.continuation_share < 1:
+            raise ValueError(f"`continuation_share` must be in [0, 1), got {self.continuation_share!r}.")
+        if self.uses_continuations or self.eval_continuations:
+            if not (isinstance(self.continuation_tokens, int) and 0 < self.continuation_tokens < self.seq_len):
+                raise ValueError(
+                    f"`continuation_tokens` must be an integer in (0, seq_len={self.seq_len}), "
+                    f"got {self.continuation_tokens!r}."
+                )
         if self.teacher_dtype not in DTYPES:
             raise ValueError(f"`teacher_dtype` must be one of {sorted(DTYPES)}, got {self.teacher_dtype!r}.")
+
+    @property
+    def uses_continuations(self) -> bool:
+        """Whether batches draw chunks from the target's continuations."""
+        return self.continuation_prompts > 0 and round(self.batch_size * self.continuation_share) > 0
+
+    @property
+    def continuation_chunks_per_batch(self) -> int:
+        """Chunks of every batch drawn from the continuations (the rest is book text)."""
+        if not self.uses_continuations:
+            return 0
+        return min(self.batch_size - 1, round(self.batch_size * self.continuation_share))
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -123,22 +179,86 @@ def split_token_chunks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenizes every text and cuts it into `seq_len` chunks: `(train, eval)` int64 tensors `(n, seq_len)`.
 
-    The last `eval_fraction` of every text's tokens goes to the evaluation chunks, the rest to the training chunks.
+    The benchmark's middle passage of every text is left out (`austen.austen_token_splits`); the last
+    `eval_fraction` of every text's tokens goes to the evaluation chunks, the rest to the training chunks.
     """
+    train_ids, held_ids = austen_token_splits(tokenizer, eval_fraction, dict(texts))
     train, held = [], []
-    for title, text in texts.items():
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        cut = int(len(ids) * (1 - eval_fraction))
-        for part, out in ((ids[:cut], train), (ids[cut:], held)):
-            n = len(part) // seq_len
+    for parts, out in ((train_ids, train), (held_ids, held)):
+        for ids in parts:
+            n = len(ids) // seq_len
             if n:
-                out.append(torch.tensor(part[: n * seq_len], dtype=torch.long).view(n, seq_len))
-        logger.debug("%s: %d tokens", title, len(ids))
+                out.append(torch.from_numpy(ids[: n * seq_len].copy()).view(n, seq_len))
     if not train or not held:
         raise ValueError(
             f"The texts are too short for seq_len={seq_len}: need at least one training and one held-out chunk."
         )
     return torch.cat(train), torch.cat(held)
+
+
+@torch.no_grad()
+def target_continuations(
+    target, prompts: torch.Tensor, new_tokens: int, batch_size: int, desc: str = "target continuations"
+) -> torch.Tensor:
+    """The target's greedy continuations of `prompts` `(n, p)` with transformers' `generate`: `(n, p + new_tokens)`.
+
+    Every row gets exactly `new_tokens` new tokens (no stop at the end-of-sequence token).
+    """
+    pad = target.config.pad_token_id if target.config.pad_token_id is not None else 0
+    rows = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch"):
+        batch = prompts[start : start + batch_size]
+        rows.append(
+            target.generate(
+                batch,
+                attention_mask=torch.ones_like(batch),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        )
+    return torch.cat(rows)
+
+
+def continuation_chunks(
+    target, texts: Mapping[str, str], tokenizer, config: DraftConfig, output_dir: Path
+) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+    """`(train, eval, seconds)`: the target's continuations of book prompts, one `seq_len` chunk each.
+
+    Training prompts come from the training part of the books, evaluation prompts from the held-out part. The
+    continuations are cached in `output_dir/continuations.pt` (with the settings that made them) and reused.
+    """
+    if not (config.uses_continuations or config.eval_continuations):
+        return None, None, 0.0
+    keys = {k: getattr(config, k) for k in ("seq_len", "continuation_tokens", "eval_fraction", "seed")}
+    keys.update(train=config.continuation_prompts if config.uses_continuations else 0, eval=config.eval_continuations)
+    cache = output_dir / CONTINUATIONS_FILE
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)
+        if saved["settings"] == keys:
+            return saved["train"], saved["eval"], saved["seconds"]
+        logger.info("the cached continuations were made with other settings: making them again")
+    start = time.perf_counter()
+    train_ids, held_ids = austen_token_splits(tokenizer, config.eval_fraction, dict(texts))
+    rng = np.random.default_rng(config.seed)
+    prompt_len = config.seq_len - config.continuation_tokens
+    made = []
+    for ids, count, tag in ((train_ids, keys["train"], "training"), (held_ids, keys["eval"], "held-out")):
+        if not count:
+            made.append(None)
+            continue
+        prompts = torch.from_numpy(sample_windows(ids, count, prompt_len, rng))
+        made.append(
+            target_continuations(
+                target, prompts, config.continuation_tokens, config.batch_size * 2, desc=f"{tag} continuations"
+            )
+        )
+    seconds = round(time.perf_counter() - start, 1)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"settings": keys, "train": made[0], "eval": made[1], "seconds": seconds}, tmp)
+    tmp.replace(cache)
+    return made[0], made[1], seconds
 
 
 # ---------------------------------------------------------------------------------------------------------- model
@@ -286,6 +406,22 @@ def _batch_indices(step: int, n_chunks: int, batch_size: int, seed: int) -> np.n
     return order[offset * batch_size : (offset + 1) * batch_size]
 
 
+def _training_batch(
+    step: int, text_chunks: torch.Tensor, continuations: torch.Tensor | None, config: DraftConfig
+) -> torch.Tensor:
+    """The chunks of optimizer step `step`: book text, plus `continuation_chunks_per_batch` continuations."""
+    n_gen = config.continuation_chunks_per_batch if continuations is not None else 0
+    batch = text_chunks[_batch_indices(step, len(text_chunks), config.batch_size - n_gen, config.seed)]
+    if n_gen:
+        picked = continuations[_batch_indices(step, len(continuations), n_gen, config.seed + 1)]
+        batch = torch.cat([batch, picked])
+    return batch
+
+
+def _rounded(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+
+
 def _save_checkpoint(folder: Path, student, optimizer, state: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     trainable = {k: v.detach().clone() for k, v in student.named_parameters() if v.requires_grad}
@@ -379,12 +515,23 @@ def train_draft(
         logger.info("resuming from step %d (%.1f min already spent)", step, elapsed / 60)
     resumed_from = step
 
-    eval_argmax = teacher_argmax(target, eval_chunks, config.batch_size)
-    if not metrics_before:
-        metrics_before = {
-            "acceptance": acceptance_rate(student, eval_chunks, eval_argmax, config.batch_size),
+    continuations, eval_continuations, continuation_seconds = continuation_chunks(
+        target, texts, tokenizer, config, output_dir
+    )
+    evaluations = {"acceptance": (eval_chunks, teacher_argmax(target, eval_chunks, config.batch_size))}
+    if eval_continuations is not None:
+        argmax = teacher_argmax(target, eval_continuations, config.batch_size, desc="target argmax (continuations)")
+        evaluations["continuation_acceptance"] = (eval_continuations, argmax)
+
+    def measure() -> dict[str, float]:
+        return {
+            name: acceptance_rate(student, chunks, argmax, config.batch_size)
+            for name, (chunks, argmax) in evaluations.items()
         }
-        logger.info("acceptance before training: %.4f", metrics_before["acceptance"])
+
+    if not metrics_before:
+        metrics_before = measure()
+        logger.info("acceptance before training: %s", _rounded(metrics_before))
 
     teacher = target if config.teacher_dtype == "float32" else load_target(target_dir, DTYPES[config.teacher_dtype])
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.student_autocast else nullcontext()
@@ -408,7 +555,7 @@ def train_draft(
             stopped_by_time = True
             logger.info("time budget of %.1f min spent at step %d", config.max_minutes, step)
             break
-        batch = train_chunks[_batch_indices(step, len(train_chunks), config.batch_size, config.seed)]
+        batch = _training_batch(step, train_chunks, continuations, config)
         with torch.no_grad():
             teacher_logits = teacher(batch).logits
         with autocast:
@@ -427,8 +574,8 @@ def train_draft(
     elapsed = time.perf_counter() - start_time
     _save_checkpoint(checkpoint_dir, student, optimizer, checkpoint_state())
 
-    accept_after = acceptance_rate(student, eval_chunks, eval_argmax, config.batch_size)
-    logger.info("acceptance after training: %.4f (before %.4f)", accept_after, metrics_before["acceptance"])
+    metrics_after = measure()
+    logger.info("acceptance after training: %s (before %s)", _rounded(metrics_after), _rounded(metrics_before))
 
     student.eval()
     student.config.use_cache = True
@@ -440,10 +587,13 @@ def train_draft(
         "parameters": n_params,
         "trainable_parameters": n_trainable,
         "vocab_size": int(student.config.vocab_size),
-        "acceptance_before": metrics_before["acceptance"],
-        "acceptance_after": accept_after,
-        "eval_tokens": int(eval_argmax.numel()),
+        **{f"{name}_before": value for name, value in metrics_before.items()},
+        **{f"{name}_after": value for name, value in metrics_after.items()},
+        "eval_tokens": int(eval_chunks.numel()),
+        "eval_continuation_tokens": 0 if eval_continuations is None else int(eval_continuations.numel()),
         "train_tokens_seen": step * config.batch_size * config.seq_len,
+        "continuation_chunks": 0 if continuations is None else len(continuations),
+        "continuation_seconds": continuation_seconds,
         "steps": step,
         "resumed_from_step": resumed_from,
         "stopped_by_time_budget": stopped_by_time,
@@ -473,6 +623,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=DraftConfig.seq_len)
     parser.add_argument("--batch-size", type=int, default=DraftConfig.batch_size)
     parser.add_argument("--lr", type=float, default=DraftConfig.learning_rate)
+    parser.add_argument(
+        "--continuations",
+        type=int,
+        default=DraftConfig.continuation_prompts,
+        help="book prompts the target continues greedily for training (0: book text only)",
+    )
+    parser.add_argument(
+        "--continuation-share",
+        type=float,
+        default=DraftConfig.continuation_share,
+        help="fraction of every batch drawn from the continuations",
+    )
     parser.add_argument("--no-autocast", action="store_true", help="train the student in plain float32")
     parser.add_argument("--target", type=Path, default=None, help="target model folder (default: SmolLM2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -486,15 +648,20 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         student_autocast=not args.no_autocast,
+        continuation_prompts=args.continuations,
+        continuation_share=args.continuation_share,
         seed=args.seed,
     )
     out = train_draft(args.output, config, target_dir=args.target)
     metrics = json.loads((out / METRICS_FILE).read_text())
     logger.info(
-        "draft saved to %s: acceptance %.4f -> %.4f in %.1f min",
+        "draft saved to %s: acceptance %.4f -> %.4f on held-out text, %s on the target's continuations, %.1f min",
         out,
         metrics["acceptance_before"],
         metrics["acceptance_after"],
+        f"{metrics['continuation_acceptance_before']:.4f} -> {metrics['continuation_acceptance_after']:.4f}"
+        if "continuation_acceptance_after" in metrics
+        else "not measured",
         metrics["training_minutes"],
     )
     return 0

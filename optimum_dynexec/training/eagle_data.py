@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..austen import austen_token_splits, sample_windows
 from ..speculative_loop import StatefulRunner, speculative_greedy
 from ..target_graph import HIDDEN_OUTPUT, prepare_lean_model
 
 logger = logging.getLogger(__name__)
-
-# characters around the middle of every book left out: the benchmark's prompts and continuations come from there
-BENCHMARK_GAP = (2_000, 8_000)
 
 
 @dataclass
@@ -46,34 +44,6 @@ class FeatureSet:
     @classmethod
     def concat(cls, *sets: "FeatureSet") -> "FeatureSet":
         return cls(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("tokens", "features", "target_argmax")))
-
-
-def austen_token_splits(tokenizer, eval_fraction: float, texts: dict[str, str] | None = None):
-    """`(train, held_out)`: per book, its token ids without the benchmark's middle passage, split by position."""
-    if texts is None:
-        from ..austen import load_austen_books
-
-        texts = load_austen_books()
-    train, held = [], []
-    for title in sorted(texts):
-        text = " ".join(texts[title].split())
-        middle = len(text) // 2
-        text = text[: middle - BENCHMARK_GAP[0]] + " " + text[middle + BENCHMARK_GAP[1] :]
-        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-        cut = int(len(ids) * (1 - eval_fraction))
-        train.append(ids[:cut])
-        held.append(ids[cut:])
-    return train, held
-
-
-def sample_windows(token_arrays: list[np.ndarray], count: int, length: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` windows of `length` tokens at random places of the arrays (in proportion to their lengths)."""
-    usable = [a for a in token_arrays if len(a) > length]
-    if not usable:
-        raise ValueError(f"No text holds a window of {length} tokens.")
-    sizes = np.asarray([len(a) - length for a in usable], dtype=float)
-    books = rng.choice(len(usable), size=count, p=sizes / sizes.sum())
-    return np.stack([usable[b][(s := rng.integers(0, len(usable[b]) - length)) : s + length] for b in books])
 
 
 def greedy_continuations(target, prompts: np.ndarray, new_tokens: int, desc: str = "target continuations"):
