@@ -1,9 +1,12 @@
 """Speculative-decoding benchmark on SmolLM2-135M with real Austen prompts.
 
-Greedy, warm, same process: optimum-intel's plain `OVModelForCausalLM` against this package's class with prompt lookup
-and (when the distilled draft is cached) a draft model, at the same precision. Two tasks: continuing a passage, and
+Greedy, warm, same process: optimum-intel's plain `OVModelForCausalLM` against this package's class at the same
+precision and weights, with prompt lookup, and (when `make models` has trained them) the distilled draft model and the
+EAGLE head, and OpenVINO GenAI's pipelines on the same IR. The drafters run at `draft_precision` / `eagle_precision`:
+the target verifies every drafted token, so that never changes the output. Two tasks: continuing a passage, and
 copying one (where prompt lookup shines). Reports tokens/s, the speed ratio, whether the text is identical to plain
-greedy, and the tokens accepted per target call. Writes JSON and a PNG, prints a table.
+greedy (and the share of new tokens before the first difference), and the tokens per target call. Writes JSON and a
+PNG, prints a table.
 """
 
 from __future__ import annotations
