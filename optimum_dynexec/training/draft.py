@@ -182,18 +182,22 @@ def split_token_chunks(
     The benchmark's middle passage of every text is left out (`austen.austen_token_splits`); the last
     `eval_fraction` of every text's tokens goes to the evaluation chunks, the rest to the training chunks.
     """
-    train_ids, held_ids = austen_token_splits(tokenizer, eval_fraction, dict(texts))
-    train, held = [], []
-    for parts, out in ((train_ids, train), (held_ids, held)):
-        for ids in parts:
-            n = len(ids) // seq_len
-            if n:
-                out.append(torch.from_numpy(ids[: n * seq_len].copy()).view(n, seq_len))
-    if not train or not held:
-        raise ValueError(
-            f"The texts are too short for seq_len={seq_len}: need at least one training and one held-out chunk."
-        )
-    return torch.cat(train), torch.cat(held)
+    return token_chunks(austen_token_splits(tokenizer, eval_fraction, dict(texts)), seq_len)
+
+
+def token_chunks(splits: tuple[list[np.ndarray], list[np.ndarray]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(train, eval)` int64 tensors `(n, seq_len)` cut from `austen_token_splits`'s `(train, held_out)` arrays."""
+    out = []
+    for parts in splits:
+        chunks = [
+            torch.from_numpy(ids[: len(ids) // seq_len * seq_len].copy()) for ids in parts if len(ids) >= seq_len
+        ]
+        if not chunks:
+            raise ValueError(
+                f"The texts are too short for seq_len={seq_len}: need at least one training and one held-out chunk."
+            )
+        out.append(torch.cat(chunks).view(-1, seq_len))
+    return out[0], out[1]
 
 
 @torch.no_grad()
@@ -222,12 +226,13 @@ def target_continuations(
 
 
 def continuation_chunks(
-    target, texts: Mapping[str, str], tokenizer, config: DraftConfig, output_dir: Path
+    target, splits: tuple[list[np.ndarray], list[np.ndarray]], config: DraftConfig, output_dir: Path
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
     """`(train, eval, seconds)`: the target's continuations of book prompts, one `seq_len` chunk each.
 
-    Training prompts come from the training part of the books, evaluation prompts from the held-out part. The
-    continuations are cached in `output_dir/continuations.pt` (with the settings that made them) and reused.
+    Training prompts come from the training part of the books, evaluation prompts from the held-out part
+    (`splits` is `austen_token_splits`'s output). The continuations are cached in `output_dir/continuations.pt` (with
+    the settings that made them) and reused.
     """
     if not (config.uses_continuations or config.eval_continuations):
         return None, None, 0.0
@@ -240,7 +245,7 @@ def continuation_chunks(
             return saved["train"], saved["eval"], saved["seconds"]
         logger.info("the cached continuations were made with other settings: making them again")
     start = time.perf_counter()
-    train_ids, held_ids = austen_token_splits(tokenizer, config.eval_fraction, dict(texts))
+    train_ids, held_ids = splits
     rng = np.random.default_rng(config.seed)
     prompt_len = config.seq_len - config.continuation_tokens
     made = []
@@ -470,7 +475,8 @@ def train_draft(
 
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
-    train_chunks, eval_chunks = split_token_chunks(texts, tokenizer, config.seq_len, config.eval_fraction)
+    splits = austen_token_splits(tokenizer, config.eval_fraction, dict(texts))
+    train_chunks, eval_chunks = token_chunks(splits, config.seq_len)
     if config.max_train_tokens:
         train_chunks = train_chunks[: max(1, config.max_train_tokens // config.seq_len)]
     if config.eval_tokens:
@@ -515,9 +521,7 @@ def train_draft(
         logger.info("resuming from step %d (%.1f min already spent)", step, elapsed / 60)
     resumed_from = step
 
-    continuations, eval_continuations, continuation_seconds = continuation_chunks(
-        target, texts, tokenizer, config, output_dir
-    )
+    continuations, eval_continuations, continuation_seconds = continuation_chunks(target, splits, config, output_dir)
     evaluations = {"acceptance": (eval_chunks, teacher_argmax(target, eval_chunks, config.batch_size))}
     if eval_continuations is not None:
         argmax = teacher_argmax(target, eval_continuations, config.batch_size, desc="target argmax (continuations)")
