@@ -42,6 +42,12 @@ def test_prompt_lookup_candidates():
     assert len(prompt_lookup_candidates(np.array([1, 2, 3, 4]), 3)) == 0
     # the latest earlier occurrence wins
     np.testing.assert_array_equal(prompt_lookup_candidates(np.array([4, 1, 4, 2, 4]), 2), [2, 4])
+    # a match near the end: the copy runs on over its own tokens (the text's period), not stopping short
+    np.testing.assert_array_equal(prompt_lookup_candidates(np.array([4, 1, 4, 2, 4]), 5), [2, 4, 2, 4, 2])
+    loop = np.array([9, 7, 5, 1, 2, 3, 1, 2, 3, 1, 2])  # "1 2 3" repeated: period 3
+    np.testing.assert_array_equal(prompt_lookup_candidates(loop, 4), [3, 1, 2, 3])
+    np.testing.assert_array_equal(prompt_lookup_candidates(np.array([3, 3, 3]), 4), [3, 3, 3, 3])
+    assert prompt_lookup_candidates(loop, 0).size == 0
 
 
 @pytest.fixture(scope="module")

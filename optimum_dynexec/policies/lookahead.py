@@ -62,6 +62,10 @@ class LookaheadSchedule:
 def prompt_lookup_candidates(tokens: np.ndarray, num_tokens: int, max_ngram: int = 3) -> np.ndarray:
     """Tokens that followed the latest earlier occurrence of the sequence's last n-gram (longest n first).
 
+    When that occurrence is so recent that what followed it runs into the end of the sequence (the text repeats with
+    a short period, e.g. a loop of one phrase), the copy runs on over the tokens it proposes, as an overlapping copy
+    does: the proposal repeats the period instead of stopping short.
+
     Args:
         tokens (`np.ndarray` of shape `(length,)`): the prompt and what was generated so far.
         num_tokens (`int`): how many tokens to propose at most.
@@ -78,5 +82,7 @@ def prompt_lookup_candidates(tokens: np.ndarray, num_tokens: int, max_ngram: int
         hits = hits[hits + n < length]
         if len(hits):
             start = hits[-1] + n
-            return tokens[start : start + num_tokens]
+            if length - start >= num_tokens:
+                return tokens[start : start + num_tokens]
+            return np.resize(tokens[start:], num_tokens)  # repeats the period `tokens[start:]`
     return tokens[:0]
