@@ -216,17 +216,21 @@ def byte_level_tokenizer_from_gguf(path: Path):
     )
 
 
+def _causal_lm_export(source: Path, name: str, weight_format: str) -> Path:
+    """`source` (a transformers causal LM folder) exported by optimum-intel with `weight_format` weights, cached."""
+    out = cache_dir("exports") / f"{name}-ov-{weight_format}"
+    if not (out / "openvino_model.xml").exists():
+        from .exporters.quantization import quantization_config_from_flags
+        from .exporters.speculative import export_causal_lm
+
+        with building(out) as tmp:
+            export_causal_lm(source, tmp, quantization_config_from_flags(weight_format=weight_format))
+    return out
+
+
 def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
     """SmolLM2 exported by optimum-intel (stateful), cached; `weight_format` is `fp32`, `int8` or `int4`."""
-    out = cache_dir("exports") / f"{SMOLLM2_NAME}-ov-{weight_format}"
-    if (out / "openvino_model.xml").exists():
-        return out
-    from .exporters.quantization import quantization_config_from_flags
-    from .exporters.speculative import export_causal_lm
-
-    with building(out) as tmp:
-        export_causal_lm(smollm2_dir(), tmp, quantization_config_from_flags(weight_format=weight_format))
-    return out
+    return _causal_lm_export(smollm2_dir(), SMOLLM2_NAME, weight_format)
 
 
 def smollm2_draft_dir(weight_format: str = "fp32") -> Path | None:
@@ -235,14 +239,7 @@ def smollm2_draft_dir(weight_format: str = "fp32") -> Path | None:
     hf = cache_dir("models") / DRAFT_RUN
     if not (hf / "config.json").exists():
         return None
-    out = cache_dir("exports") / f"{DRAFT_RUN}-ov-{weight_format}"
-    if not (out / "openvino_model.xml").exists():
-        from .exporters.quantization import quantization_config_from_flags
-        from .exporters.speculative import export_causal_lm
-
-        with building(out) as tmp:
-            export_causal_lm(hf, tmp, quantization_config_from_flags(weight_format=weight_format))
-    return out
+    return _causal_lm_export(hf, DRAFT_RUN, weight_format)
 
 
 def smollm2_eagle_dir() -> Path | None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..exporters.quantization import WEIGHT_FORMATS
 from .timing import save_results
 
 logger = logging.getLogger(__name__)
@@ -73,12 +74,12 @@ class SpeculativeBenchConfig:
         unknown = set(self.precisions + self.compressed_precisions) - set(PRECISIONS)
         if unknown:
             raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
-        if self.draft_weight_format not in (None, "fp32", "int8", "int4"):
+        if self.draft_weight_format not in (None, *WEIGHT_FORMATS):
             raise ValueError(
-                f"Unknown draft_weight_format {self.draft_weight_format!r}; choose among fp32, int8, int4."
+                f"Unknown draft_weight_format {self.draft_weight_format!r}; choose among {WEIGHT_FORMATS}."
             )
-        if set(self.weight_formats) - {"fp32", "int8", "int4"}:
-            raise ValueError(f"Unknown weight_formats {self.weight_formats}; choose among fp32, int8, int4.")
+        if set(self.weight_formats) - set(WEIGHT_FORMATS):
+            raise ValueError(f"Unknown weight_formats {self.weight_formats}; choose among {WEIGHT_FORMATS}.")
         if self.draft_precision not in PRECISIONS:
             raise ValueError(f"Unknown draft_precision {self.draft_precision!r}; choose among {sorted(PRECISIONS)}.")
         if any(not 0.0 <= c < 1.0 for c in self.draft_confidence):
