@@ -20,7 +20,7 @@ $(STAMP): setup.py Makefile
 	touch $@
 
 models: install debian-data
-	$(PY) -m optimum_dynexec.prepare all $(PREPARE_ARGS)
+	$(PY) -m optimum_dynexec.reference.prepare all $(PREPARE_ARGS)
 
 debian-data:
 	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES); }
@@ -29,13 +29,13 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: models
-	$(PY) -m optimum_dynexec.demo
+	$(PY) -m optimum_dynexec.reference.demo
 
 bench: models
-	$(PY) -m optimum_dynexec.benchmark early-exit --config configs/early_exit.json
-	$(PY) -m optimum_dynexec.benchmark stepsaver --config configs/stepsaver.json
-	$(PY) -m optimum_dynexec.benchmark speculative --config configs/speculative.json
-	$(PY) -m optimum_dynexec.benchmark speculative --config configs/speculative_compressed.json
+	$(PY) -m optimum_dynexec.reference.benchmark early-exit --config configs/early_exit.json
+	$(PY) -m optimum_dynexec.reference.benchmark stepsaver --config configs/stepsaver.json
+	$(PY) -m optimum_dynexec.reference.benchmark speculative --config configs/speculative.json
+	$(PY) -m optimum_dynexec.reference.benchmark speculative --config configs/speculative_compressed.json
 
 notebooks: models
 	$(PY) -m pytest -q tests/test_notebooks.py

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from optimum_dynexec.benchmark.early_exit import EarlyExitBenchConfig, format_table
-from optimum_dynexec.benchmark.speculative import SpeculativeBenchConfig
+from optimum_dynexec.reference.benchmark.early_exit import EarlyExitBenchConfig, format_table
+from optimum_dynexec.reference.benchmark.speculative import SpeculativeBenchConfig
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -70,8 +70,8 @@ def test_early_exit_table_has_a_row_per_setting():
 
 
 def test_stepsaver_preset_and_errors():
-    from optimum_dynexec.benchmark.stepsaver import StepSaverBenchConfig
-    from optimum_dynexec.benchmark.stepsaver import format_table as stepsaver_table
+    from optimum_dynexec.reference.benchmark.stepsaver import StepSaverBenchConfig
+    from optimum_dynexec.reference.benchmark.stepsaver import format_table as stepsaver_table
 
     config = StepSaverBenchConfig.from_file(CONFIGS / "stepsaver.json")
     assert config.quantizations == ["fp32", "int8"] and "predictor" in config.methods
@@ -97,7 +97,7 @@ def test_stepsaver_preset_and_errors():
 def test_common_prefix():
     import torch
 
-    from optimum_dynexec.benchmark.speculative import common_prefix
+    from optimum_dynexec.reference.benchmark.speculative import common_prefix
 
     a = torch.tensor([1, 2, 3, 4])
     assert common_prefix(a, torch.tensor([1, 2, 9, 4])) == 2

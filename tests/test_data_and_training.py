@@ -6,7 +6,8 @@ import torch
 from tiny_models import random_texts
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from optimum_dynexec.data import TextDataset, load_sentiment_splits, read_text_file
+from optimum_dynexec.data import TextDataset, read_text_file
+from optimum_dynexec.reference.sentiment import load_sentiment_splits
 from optimum_dynexec.training.exit_heads import (
     ExitHeads,
     ExitHeadTrainingConfig,

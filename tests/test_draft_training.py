@@ -163,7 +163,7 @@ def test_resume_continues_from_checkpoint(tiny_target, tmp_path, monkeypatch):
 
 
 def test_load_austen_books_missing_package_names_it(tmp_path, monkeypatch):
-    from optimum_dynexec.austen import APT_PACKAGE, load_austen_books
+    from optimum_dynexec.reference.austen import APT_PACKAGE, load_austen_books
 
     monkeypatch.setenv("OPTIMUM_DYNEXEC_CACHE", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match=APT_PACKAGE):
@@ -171,7 +171,7 @@ def test_load_austen_books_missing_package_names_it(tmp_path, monkeypatch):
 
 
 def test_load_austen_books(tmp_path, monkeypatch):
-    from optimum_dynexec.austen import DEFAULT_DATA_DIR, load_austen_books
+    from optimum_dynexec.reference.austen import DEFAULT_DATA_DIR, load_austen_books
 
     if not (DEFAULT_DATA_DIR / "Rdata.rdx").is_file():
         pytest.skip("Debian package r-cran-janeaustenr is not installed")
@@ -186,7 +186,7 @@ def test_load_austen_books(tmp_path, monkeypatch):
 
 
 def test_austen_token_splits_leave_out_the_benchmark_passage():
-    from optimum_dynexec.austen import BENCHMARK_GAP, austen_token_splits
+    from optimum_dynexec.reference.austen import BENCHMARK_GAP, austen_token_splits
 
     tokenizer = make_tokenizer()
     filler = " ".join(["good movie"] * 20_000)  # 200,000 characters

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from optimum_dynexec.prepare import is_prepared, sentiment_classifier_dir
+from optimum_dynexec.reference.prepare import is_prepared, sentiment_classifier_dir
 from optimum_dynexec.utils import cache_dir
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
@@ -34,7 +34,7 @@ def test_early_exit_notebook(monkeypatch):
     reason="SmolLM2 not prepared: run `make models`",
 )
 def test_speculative_decoding_notebook(monkeypatch):
-    from optimum_dynexec.prepare import smollm2_eagle_dir
+    from optimum_dynexec.reference.prepare import smollm2_eagle_dir
 
     printed, _ = run_notebook("speculative_decoding.ipynb", monkeypatch)
     assert "prompt lookup k=5" in printed and "identical to plain: False" not in printed

@@ -19,14 +19,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def prompts():
-    from optimum_dynexec.fashion_mnist import held_out_prompts
+    from optimum_dynexec.reference.fashion_mnist import held_out_prompts
 
     return held_out_prompts(20, seed=11)
 
 
 @pytest.fixture(scope="module")
 def judge():
-    from optimum_dynexec.prepare_diffusion import fashion_judge
+    from optimum_dynexec.reference.diffusion import fashion_judge
 
     return fashion_judge()
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), re
 
 @pytest.fixture(scope="module")
 def setup():
-    from optimum_dynexec.data import load_sentiment_splits
+    from optimum_dynexec.reference.sentiment import load_sentiment_splits
 
     tokenizer = AutoTokenizer.from_pretrained(FOLDER)
     tweets = load_sentiment_splits()["test"].texts[:6]
@@ -53,9 +53,9 @@ def test_prompt_lookup_is_lossless_on_smollm2(setup, lean):
 
 def test_eagle_head_is_lossless_and_accepted_on_smollm2(setup):
     """The trained EAGLE head keeps the target's exact f32 greedy text and gets tokens accepted on Austen passages."""
-    from optimum_dynexec.benchmark.speculative import austen_prompts
     from optimum_dynexec.eagle import OVEagleDraft
-    from optimum_dynexec.prepare import smollm2_eagle_dir
+    from optimum_dynexec.reference.benchmark.speculative import austen_prompts
+    from optimum_dynexec.reference.prepare import smollm2_eagle_dir
 
     eagle_dir = smollm2_eagle_dir()
     if eagle_dir is None:

@@ -7,7 +7,7 @@ from optimum.intel import OVModelForSequenceClassification as PlainOVModel
 from transformers import AutoTokenizer
 
 from optimum_dynexec import OVModelForSequenceClassification
-from optimum_dynexec.prepare import early_exit_export_dir, is_prepared, sentiment_classifier_dir
+from optimum_dynexec.reference.prepare import early_exit_export_dir, is_prepared, sentiment_classifier_dir
 
 FOLDER = early_exit_export_dir("fp32")
 pytestmark = pytest.mark.skipif(
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def setup():
-    from optimum_dynexec.data import load_sentiment_splits
+    from optimum_dynexec.reference.sentiment import load_sentiment_splits
 
     test = load_sentiment_splits()["test"].subset(400)
     tokenizer = AutoTokenizer.from_pretrained(FOLDER)

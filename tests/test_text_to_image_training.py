@@ -9,7 +9,7 @@ from conftest import F32
 
 from optimum_dynexec import fashion_mnist as fm
 from optimum_dynexec.image_metrics import frechet_distance, ssim
-from optimum_dynexec.training.text_to_image import TextToImageConfig, build_tokenizer, generate, train_text_to_image
+from optimum_dynexec.reference.text_to_image import TextToImageConfig, build_tokenizer, generate, train_text_to_image
 
 needs_data = pytest.mark.skipif(
     not (fm.DATA_DIR / "train-images-idx3-ubyte.gz").is_file(), reason="dataset-fashion-mnist is not installed"
@@ -94,7 +94,7 @@ def test_image_metrics():
 def test_judge_shapes(tmp_path):
     from PIL import Image
 
-    from optimum_dynexec.training.judge import JudgeConfig, load_judge, train_judge
+    from optimum_dynexec.reference.judge import JudgeConfig, load_judge, train_judge
 
     judge = load_judge(train_judge(tmp_path, JudgeConfig.tiny()))
     assert 0 <= judge.metrics["test_accuracy"] <= 1

@@ -113,7 +113,7 @@ def make_tiny_sd(folder: Path, seed: int = 0) -> Path:
     8x8 latents, DDIM) with a character-level CLIP tokenizer into `folder`."""
     from diffusers import StableDiffusionPipeline
 
-    from optimum_dynexec.training.text_to_image import TextToImageConfig, _components
+    from optimum_dynexec.reference.text_to_image import TextToImageConfig, _components
 
     torch.manual_seed(seed)
     tokenizer = make_clip_char_tokenizer()

@@ -105,7 +105,7 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         "--predictor-base",
         type=Path,
         default=None,
-        help="Encoder to fine-tune into the predictor (default: all-MiniLM-L6-v2 from `make models`).",
+        help="Encoder to fine-tune into the predictor (a transformers folder, e.g. all-MiniLM-L6-v2).",
     )
     ss.add_argument(
         "--step-policy",
@@ -250,9 +250,10 @@ def _export_text_to_image(args) -> None:
     if not prompts:
         raise ValueError("--train-step-predictor needs --train-prompts (a .txt file, one prompt per line).")
     if args.predictor_base is None:
-        from ..prepare import minilm_dir
-
-        args.predictor_base = minilm_dir()
+        raise ValueError(
+            "--train-step-predictor needs --predictor-base: a small transformers text encoder folder to fine-tune "
+            "(e.g. all-MiniLM-L6-v2)."
+        )
     if args.step_grid is not None:
         policy_kwargs["default_steps"] = max(args.step_grid)
     train_and_export_stepsaver(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..configuration import StepSaverConfig, validate_step_policy
+from ..training.step_predictor import DEFAULT_STEP_GRID, build_step_records, train_step_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +195,6 @@ def train_and_export_stepsaver(
     The records and the predictor's training metrics are kept in `output/step_predictor_training/`.
     """
     from optimum.intel import OVStableDiffusionPipeline
-
-    from ..training.step_predictor import DEFAULT_STEP_GRID, build_step_records, train_step_predictor
 
     output = Path(output)
     if not train_prompts:

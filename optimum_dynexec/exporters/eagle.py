@@ -16,6 +16,7 @@ import openvino as ov
 import torch
 
 from ..eagle import EagleDraftConfig, OVEagleDraft
+from . import quantization
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def export_eagle_draft(draft, output: str | Path, metrics: dict | None = None, q
         metrics (`dict`, *optional*): training metrics to keep in the config.
         quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight compression of the head.
     """
-    from . import quantization
-
     model = convert_eagle_draft(draft)
     if quantization_config is not None:
         if quantization.needs_calibration(quantization_config):

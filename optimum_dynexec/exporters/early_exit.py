@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..configuration import EarlyExitConfig
 from ..data import TextDataset, read_text_file
+from ..early_exit_engine import EarlyExitEngine
 from ..policies import calibrate_threshold, select_exits, simulate_exits
 from ..training.exit_heads import HEADS_CONFIG, ExitHeads, ExitHeadTrainingConfig, train_exit_heads
 from . import quantization
@@ -147,8 +148,6 @@ def export_early_exit(
     """
     from optimum.exporters.openvino import main_export
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ..early_exit_engine import EarlyExitEngine
 
     # Phase 1, check the request before any heavy work.
     model_path, output = Path(model_name_or_path), Path(output)

@@ -9,6 +9,10 @@ import logging
 from pathlib import Path
 
 from ..configuration import SpeculativeConfig
+from ..eagle import OVEagleDraft, is_eagle_folder
+from ..training.eagle import METRICS_FILE, WEIGHTS_FILE, load_eagle
+from . import quantization
+from .eagle import export_eagle_draft
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,6 @@ def check_same_tokenizer(target: Path, draft: Path) -> None:
 
 def is_eagle_draft(path: Path) -> bool:
     """Whether `path` holds an EAGLE head: a training run (`eagle.pt`) or an exported head (`eagle_config.json`)."""
-    from ..eagle import is_eagle_folder
-    from ..training.eagle import WEIGHTS_FILE
-
     return (path / WEIGHTS_FILE).is_file() or is_eagle_folder(path)
 
 
@@ -62,10 +63,6 @@ def export_eagle_for(target: Path, draft: Path, output: Path, quantization_confi
         `ValueError`: when the head was trained for a model of another hidden size or vocabulary.
     """
     from transformers import AutoConfig
-
-    from ..eagle import OVEagleDraft, is_eagle_folder
-    from . import quantization
-    from .eagle import export_eagle_draft
 
     config = AutoConfig.from_pretrained(target)
     if is_eagle_folder(draft):
@@ -80,8 +77,6 @@ def export_eagle_for(target: Path, draft: Path, output: Path, quantization_confi
             head.model = quantization.compress(head.model, quantization_config)
         head.save_pretrained(output)
         return
-    from ..training.eagle import METRICS_FILE, load_eagle
-
     try:
         module = load_eagle(draft, target)
     except RuntimeError as error:
@@ -128,8 +123,6 @@ def export_speculative(
         `FileNotFoundError`: when a model folder does not exist.
         `ValueError`: when a folder is not a causal LM, the tokenizers differ, or the config is inconsistent.
     """
-    from . import quantization
-
     target, output = Path(model_name_or_path), Path(output)
     _check_causal_lm(target, "target")
     if config is None:

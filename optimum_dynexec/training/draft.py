@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..austen import austen_token_splits, sample_windows
-from ..utils import set_seed
+from ..utils import set_seed, setup_logging
+from .text_data import sample_windows, token_splits
 
 logger = logging.getLogger("optimum_dynexec.training.draft")  # also when run with `python -m`
 
@@ -179,14 +179,14 @@ def split_token_chunks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenizes every text and cuts it into `seq_len` chunks: `(train, eval)` int64 tensors `(n, seq_len)`.
 
-    The benchmark's middle passage of every text is left out (`austen.austen_token_splits`); the last
+    Every text is tokenised and split by position (`text_data.token_splits`); the last
     `eval_fraction` of every text's tokens goes to the evaluation chunks, the rest to the training chunks.
     """
-    return token_chunks(austen_token_splits(tokenizer, eval_fraction, dict(texts)), seq_len)
+    return token_chunks(token_splits(tokenizer, dict(texts), eval_fraction), seq_len)
 
 
 def token_chunks(splits: tuple[list[np.ndarray], list[np.ndarray]], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(train, eval)` int64 tensors `(n, seq_len)` cut from `austen_token_splits`'s `(train, held_out)` arrays."""
+    """`(train, eval)` int64 tensors `(n, seq_len)` cut from `token_splits`'s `(train, held_out)` arrays."""
     out = []
     for parts in splits:
         chunks = [
@@ -231,7 +231,7 @@ def continuation_chunks(
     """`(train, eval, seconds)`: the target's continuations of book prompts, one `seq_len` chunk each.
 
     Training prompts come from the training part of the books, evaluation prompts from the held-out part
-    (`splits` is `austen_token_splits`'s output). The continuations are cached in `output_dir/continuations.pt` (with
+    (`splits` is `token_splits`'s output). The continuations are cached in `output_dir/continuations.pt` (with
     the settings that made them) and reused.
     """
     if not (config.uses_continuations or config.eval_continuations):
@@ -453,8 +453,9 @@ def train_draft(
         output_dir: folder for the student (`save_pretrained` + the target's tokenizer), `draft_metrics.json` and
             the `checkpoint` sub-folder; a run that finds a checkpoint there resumes from it.
         config: the run's settings (defaults: `DraftConfig()`).
-        target_dir: the target causal LM folder (default: SmolLM2-135M-Instruct from `prepare.smollm2_dir()`).
-        texts: `{name: text}` to distil on (default: Jane Austen's novels from `austen.load_austen_books()`).
+        target_dir: the target causal LM folder (a transformers folder; required).
+        texts: `{name: text}` to distil on, used as given (required; the reference recipe,
+            `optimum_dynexec.reference.prepare`, passes Jane Austen's novels without the benchmark's passages).
 
     Returns:
         `output_dir` as a `Path`.
@@ -464,18 +465,12 @@ def train_draft(
     config = config or DraftConfig()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if target_dir is None:
-        from ..prepare import smollm2_dir
-
-        target_dir = smollm2_dir()
-    if texts is None:
-        from ..austen import load_austen_books
-
-        texts = load_austen_books()
+    if target_dir is None or not texts:
+        raise ValueError("train_draft needs the target folder (`target_dir=`) and the texts to distil on (`texts=`).")
 
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
-    splits = austen_token_splits(tokenizer, config.eval_fraction, dict(texts))
+    splits = token_splits(tokenizer, dict(texts), config.eval_fraction)
     train_chunks, eval_chunks = token_chunks(splits, config.seq_len)
     if config.max_train_tokens:
         train_chunks = train_chunks[: max(1, config.max_train_tokens // config.seq_len)]
@@ -616,10 +611,8 @@ def train_draft(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m optimum_dynexec.training.draft --output <dir> [--layers N] [--minutes M]`."""
-    from ..utils import setup_logging
-
-    parser = argparse.ArgumentParser(description="Distil a same-tokenizer draft model from SmolLM2 on Jane Austen.")
+    """`python -m optimum_dynexec.training.draft --output <dir> --target <hf> --texts a.txt ... [--layers N]`."""
+    parser = argparse.ArgumentParser(description="Distil a same-tokenizer draft model from a target causal LM.")
     parser.add_argument("--output", required=True, type=Path, help="output folder (resumes from its checkpoint)")
     parser.add_argument("--layers", type=int, default=DraftConfig.num_layers, help="student decoder layers")
     parser.add_argument("--minutes", type=float, default=DraftConfig.max_minutes, help="training time budget")
@@ -640,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         help="fraction of every batch drawn from the continuations",
     )
     parser.add_argument("--no-autocast", action="store_true", help="train the student in plain float32")
-    parser.add_argument("--target", type=Path, default=None, help="target model folder (default: SmolLM2)")
+    parser.add_argument("--target", type=Path, required=True, help="the target's transformers folder")
+    parser.add_argument("--texts", nargs="+", required=True, type=Path, help="plain-text files to distil on")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     setup_logging()
@@ -656,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         continuation_share=args.continuation_share,
         seed=args.seed,
     )
-    out = train_draft(args.output, config, target_dir=args.target)
+    texts = {str(path): path.read_text(encoding="utf-8") for path in args.texts}
+    out = train_draft(args.output, config, target_dir=args.target, texts=texts)
     metrics = json.loads((out / METRICS_FILE).read_text())
     logger.info(
         "draft saved to %s: acceptance %.4f -> %.4f on held-out text, %s on the target's continuations, %.1f min",

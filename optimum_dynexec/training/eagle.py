@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..utils import set_seed
+from ..modeling_decoder import OVModelForCausalLM
+from ..utils import set_seed, setup_logging
 from .draft import _batch_indices, learning_rate_at, load_target, optimizer_step
 from .eagle_data import FeatureSet, build_feature_sets
 from .eagle_model import EagleDraftModel
@@ -165,8 +166,10 @@ def _load_features(output_dir: Path, config: EagleConfig, target_ov_dir: Path, t
     wanted = {k: getattr(config, k) for k in DATA_KEYS}
     if meta.is_file() and json.loads(meta.read_text()) == wanted and (output_dir / HELD_OUT_FILE).is_file():
         return FeatureSet.load(output_dir / FEATURES_FILE), FeatureSet.load(output_dir / HELD_OUT_FILE)
-    from ..modeling_decoder import OVModelForCausalLM
-
+    if not texts:
+        raise ValueError(
+            f"No cached features in {output_dir}: train_eagle needs the texts to draw them from (`texts=`)."
+        )
     exact = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
     target = OVModelForCausalLM.from_pretrained(target_ov_dir, ov_config=exact)
     train, held = build_feature_sets(target, tokenizer, config, texts)
@@ -190,7 +193,7 @@ def train_eagle(
         target_dir: the target's transformers folder (embeddings, LM head and last layer initialise the head).
         target_ov_dir: the target exported by optimum-intel (stateful), which computes the features.
         config: the run's settings (default `EagleConfig()`).
-        texts: `{name: text}` to draw windows and prompts from (default: Jane Austen's novels).
+        texts: `{name: text}` to draw windows and prompts from (required unless the run's features are cached).
     """
     from transformers import AutoTokenizer
 
@@ -308,25 +311,20 @@ def load_eagle(output_dir: str | Path, target_dir: str | Path | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m optimum_dynexec.training.eagle --output <dir> [--minutes M]` (SmolLM2-135M from the cache)."""
-    from ..utils import setup_logging
-
+    """`python -m optimum_dynexec.training.eagle --output <dir> --target <hf> --target-ov <ov> --texts a.txt ...`."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--output", required=True, help="the run's folder")
-    parser.add_argument("--target", help="the target's transformers folder (default: SmolLM2-135M-Instruct)")
-    parser.add_argument("--target-ov", help="the target exported to OpenVINO (default: its cached fp32 export)")
+    parser.add_argument("--target", required=True, help="the target's transformers folder")
+    parser.add_argument("--target-ov", required=True, help="the target exported to OpenVINO (stateful)")
+    parser.add_argument("--texts", nargs="+", required=True, type=Path, help="plain-text files to train on")
     parser.add_argument("--minutes", type=float, default=EagleConfig.max_minutes, help="training time budget")
     parser.add_argument("--steps", type=int, default=EagleConfig.max_steps)
     parser.add_argument("--vocab", type=int, default=EagleConfig.draft_vocab_size, help="reduced vocabulary size")
     args = parser.parse_args(argv)
     setup_logging()
-    if args.target is None or args.target_ov is None:
-        from ..prepare import smollm2_dir, smollm2_openvino_dir
-
-        args.target = args.target or smollm2_dir()
-        args.target_ov = args.target_ov or smollm2_openvino_dir()
     config = EagleConfig(max_minutes=args.minutes, max_steps=args.steps, draft_vocab_size=args.vocab)
-    train_eagle(args.output, args.target, args.target_ov, config)
+    texts = {str(path): path.read_text(encoding="utf-8") for path in args.texts}
+    train_eagle(args.output, args.target, args.target_ov, config, texts)
     return 0
 
 

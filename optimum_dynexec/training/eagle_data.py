@@ -1,8 +1,8 @@
 """The EAGLE draft's training data: token windows, the target's greedy continuations, and the target's features.
 
-Text comes from Jane Austen's novels (the Debian package `r-cran-janeaustenr`), minus the passages the speculative
-benchmark continues (the middle of every book), with the last `eval_fraction` of every book held out. Half of the
-windows are the target's own greedy continuations of book prompts, since the draft has to predict exactly those.
+Text comes from the caller's `{name: text}` (the reference recipe passes Jane Austen's novels without the speculative
+benchmark's passages), with the last `eval_fraction` of every text held out. Part of the windows are the target's own
+greedy continuations of text prompts, since the draft has to predict exactly those.
 Features are the target's final hidden states (the LM head's input), read from the exported OpenVINO target at exact
 f32, with the target's greedy token at every position.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..austen import austen_token_splits, sample_windows
 from ..speculative_loop import StatefulRunner, speculative_greedy
 from ..target_graph import HIDDEN_OUTPUT, prepare_lean_model
+from .text_data import sample_windows, token_splits
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,10 @@ def build_feature_sets(
 ) -> tuple[FeatureSet, FeatureSet]:
     """Training and held-out `FeatureSet`s for an `EagleConfig`: text windows and target continuations.
 
-    `texts` (`{name: text}`) defaults to Jane Austen's novels.
+    `texts` (`{name: text}`) is the material windows and prompts are cut from.
     """
     rng = np.random.default_rng(config.seed)
-    train_ids, held_ids = austen_token_splits(tokenizer, config.eval_fraction, texts)
+    train_ids, held_ids = token_splits(tokenizer, texts, config.eval_fraction)
     length, prompt = config.seq_len, config.seq_len - config.continuation_tokens
     sets = []
     for ids, n_text, n_gen, tag in (

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .utils import cache_dir
+from optimum_dynexec.training.text_data import sample_windows, token_splits
+from optimum_dynexec.utils import cache_dir
+
+__all__ = ["BENCHMARK_GAP", "austen_token_splits", "load_austen_books", "sample_windows", "training_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,35 +142,25 @@ def load_austen_books(data_dir: Path | None = None) -> dict[str, str]:
     return books
 
 
-def austen_token_splits(
-    tokenizer, eval_fraction: float, texts: dict[str, str] | None = None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """`(train, held_out)`: per book, its token ids without the benchmark's middle passage, split by position.
-
-    Whitespace is normalised; the characters `BENCHMARK_GAP` around the middle of every text are cut out (texts too
-    short to hold that gap four times over are kept whole), and the last `eval_fraction` of every text's tokens is
-    held out. `texts` (`{name: text}`) defaults to Jane Austen's novels.
-    """
+def training_texts(texts: dict[str, str] | None = None) -> dict[str, str]:
+    """The texts the drafters train on: whitespace normalised, with the characters `BENCHMARK_GAP` around the middle
+    of every text cut out (the speculative benchmark's passages come from there; texts too short to hold that gap
+    four times over are kept whole). `texts` (`{name: text}`) defaults to Jane Austen's novels."""
     if texts is None:
         texts = load_austen_books()
-    train, held = [], []
-    for title in sorted(texts):
-        text = " ".join(texts[title].split())
+    out = {}
+    for title, text in texts.items():
+        text = " ".join(text.split())
         if len(text) > 4 * sum(BENCHMARK_GAP):
             middle = len(text) // 2
             text = text[: middle - BENCHMARK_GAP[0]] + " " + text[middle + BENCHMARK_GAP[1] :]
-        ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
-        cut = int(len(ids) * (1 - eval_fraction))
-        train.append(ids[:cut])
-        held.append(ids[cut:])
-    return train, held
+        out[title] = text
+    return out
 
 
-def sample_windows(token_arrays: list[np.ndarray], count: int, length: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` windows of `length` tokens at random places of the arrays (in proportion to their lengths)."""
-    usable = [a for a in token_arrays if len(a) > length]
-    if not usable:
-        raise ValueError(f"No text holds a window of {length} tokens.")
-    sizes = np.asarray([len(a) - length for a in usable], dtype=float)
-    books = rng.choice(len(usable), size=count, p=sizes / sizes.sum())
-    return np.stack([usable[b][(s := rng.integers(0, len(usable[b]) - length)) : s + length] for b in books])
+def austen_token_splits(
+    tokenizer, eval_fraction: float, texts: dict[str, str] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`(train, held_out)`: per book, its token ids without the benchmark's middle passage (`training_texts`), the last
+    `eval_fraction` of every text held out (`training.text_data.token_splits`)."""
+    return token_splits(tokenizer, training_texts(texts), eval_fraction)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..exporters.quantization import WEIGHT_FORMATS
-from .timing import save_results
+from optimum_dynexec.exporters.quantization import WEIGHT_FORMATS
+from optimum_dynexec.reference.benchmark.timing import save_results
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class SpeculativeBenchConfig:
 
 def austen_prompts(num_prompts: int, words: int) -> dict[str, list[str]]:
     """Passages from the middle of each Austen novel: to continue, and to copy."""
-    from ..austen import load_austen_books
+    from optimum_dynexec.reference.austen import load_austen_books
 
     books = load_austen_books()
     passages = []
@@ -186,10 +186,10 @@ def _eagle_kwargs(head, k: int, schedule: str, confidence: float) -> dict:
 
 def useless_eagle_head() -> Path:
     """The trained SmolLM2 EAGLE head with a random (seeded) fusion layer: its drafts are almost always rejected."""
-    from ..exporters.eagle import export_eagle_draft
-    from ..prepare import EAGLE_RUN, smollm2_dir
-    from ..training.eagle import load_eagle
-    from ..utils import cache_dir
+    from optimum_dynexec.exporters.eagle import export_eagle_draft
+    from optimum_dynexec.reference.prepare import EAGLE_RUN, smollm2_dir
+    from optimum_dynexec.training.eagle import load_eagle
+    from optimum_dynexec.utils import cache_dir
 
     out = cache_dir("exports") / f"{EAGLE_RUN}-useless"
     if not (out / "openvino_model.xml").exists():
@@ -211,9 +211,9 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     from optimum.intel import OVModelForCausalLM as PlainOVModel
     from transformers import AutoTokenizer
 
-    from .. import OVModelForCausalLM
-    from ..eagle import OVEagleDraft
-    from ..prepare import smollm2_draft_dir, smollm2_eagle_dir, smollm2_openvino_dir
+    from optimum_dynexec import OVModelForCausalLM
+    from optimum_dynexec.eagle import OVEagleDraft
+    from optimum_dynexec.reference.prepare import smollm2_draft_dir, smollm2_eagle_dir, smollm2_openvino_dir
 
     draft_dir, eagle_dir = smollm2_draft_dir(), smollm2_eagle_dir()
     useless_dir = useless_eagle_head() if eagle_dir is not None and config.useless_draft else None

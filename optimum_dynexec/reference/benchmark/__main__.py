@@ -1,4 +1,4 @@
-"""`python -m optimum_dynexec.benchmark {early-exit,speculative,stepsaver} [--config configs/<name>.json]
+"""`python -m optimum_dynexec.reference.benchmark {early-exit,speculative,stepsaver} [--config configs/<name>.json]
 [--output benchmarks]`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m optimum_dynexec.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m optimum_dynexec.reference.benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="technique", required=True)
     ee = sub.add_parser("early-exit", help="early exit vs optimum-intel's OVModelForSequenceClassification")
     ee.add_argument("--config", default="configs/early_exit.json")
@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     ss.add_argument("--output", default="benchmarks")
     ss.add_argument("--num-prompts", type=int, default=None, help="override the config's held-out prompt count")
     args = parser.parse_args(argv)
-    from ..utils import setup_logging
+    from optimum_dynexec.utils import setup_logging
 
     setup_logging()
     if args.technique == "early-exit":
-        from .early_exit import EarlyExitBenchConfig, format_table, run_benchmark
+        from optimum_dynexec.reference.benchmark.early_exit import EarlyExitBenchConfig, format_table, run_benchmark
 
         config = EarlyExitBenchConfig.from_file(args.config)
         config.rounds = args.rounds or config.rounds
@@ -37,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         results = run_benchmark(config, args.output)
         sys.stdout.write(format_table(results) + "\n")
     elif args.technique == "speculative":
-        from .speculative import SpeculativeBenchConfig, run_benchmark
-        from .speculative import format_table as speculative_table
+        from optimum_dynexec.reference.benchmark.speculative import SpeculativeBenchConfig, run_benchmark
+        from optimum_dynexec.reference.benchmark.speculative import format_table as speculative_table
 
         results = run_benchmark(SpeculativeBenchConfig.from_file(args.config), args.output)
         sys.stdout.write(speculative_table(results) + "\n")
     elif args.technique == "stepsaver":
-        from .stepsaver import StepSaverBenchConfig
-        from .stepsaver import format_table as stepsaver_table
-        from .stepsaver import run_benchmark as run_stepsaver
+        from optimum_dynexec.reference.benchmark.stepsaver import StepSaverBenchConfig
+        from optimum_dynexec.reference.benchmark.stepsaver import format_table as stepsaver_table
+        from optimum_dynexec.reference.benchmark.stepsaver import run_benchmark as run_stepsaver
 
         config = StepSaverBenchConfig.from_file(args.config)
         config.num_prompts = args.num_prompts or config.num_prompts

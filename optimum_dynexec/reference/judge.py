@@ -1,6 +1,6 @@
 """A small CNN Fashion-MNIST classifier that judges generated images: their class, and features for a FID.
 
-from optimum_dynexec.training.judge import prepare_judge, load_judge
+from optimum_dynexec.reference.judge import prepare_judge, load_judge
 
 judge = load_judge(prepare_judge())
 judge.predict(pipe(prompts, output_type="np").images)  # int64 [N] class ids
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..fashion_mnist import CLASS_NAMES, IMAGE_SIZE, load_fashion_mnist
-from ..utils import building, cache_dir, set_seed
+from optimum_dynexec.reference.fashion_mnist import CLASS_NAMES, IMAGE_SIZE, load_fashion_mnist
+from optimum_dynexec.utils import building, cache_dir, set_seed
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`make demo`: every available technique on the real prepared models, speed and quality side by side.
 
-python -m optimum_dynexec.demo
+python -m optimum_dynexec.reference.demo
 """
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from .utils import cache_dir
+from optimum_dynexec.utils import cache_dir
 
 
 def main() -> int:
-    from .utils import setup_logging
+    from optimum_dynexec.utils import setup_logging
 
     setup_logging(logging.WARNING)
-    from .benchmark.early_exit import EarlyExitBenchConfig, format_table, run_benchmark
+    from optimum_dynexec.reference.benchmark.early_exit import EarlyExitBenchConfig, format_table, run_benchmark
 
     sys.stdout.write("== Early exit: MiniLM-L6 sentiment classifier vs optimum-intel's full model ==\n")
     config = EarlyExitBenchConfig(thresholds=[0.95], latency_samples=200, rounds=1)
@@ -26,9 +26,9 @@ def main() -> int:
         "against its FP32 model (/fp32); 'calibrated' is the threshold stored at export.\n"
         f"Plot and JSON: {cache_dir('demo')}. Full sweep: make bench.\n"
     )
-    from .benchmark.speculative import SpeculativeBenchConfig
-    from .benchmark.speculative import format_table as speculative_table
-    from .benchmark.speculative import run_benchmark as run_speculative
+    from optimum_dynexec.reference.benchmark.speculative import SpeculativeBenchConfig
+    from optimum_dynexec.reference.benchmark.speculative import format_table as speculative_table
+    from optimum_dynexec.reference.benchmark.speculative import run_benchmark as run_speculative
 
     sys.stdout.write("\n== Speculative decoding: SmolLM2-135M on Austen passages vs optimum-intel's greedy ==\n")
     config = SpeculativeBenchConfig(
@@ -39,9 +39,9 @@ def main() -> int:
         "'identical' compares the text with optimum-intel's own greedy output (exact f32). EAGLE rows use the head "
         "`make models` trained; 'useless EAGLE head' (random) is what the back-off costs when a draft never helps.\n"
     )
-    from .benchmark.stepsaver import StepSaverBenchConfig
-    from .benchmark.stepsaver import format_table as stepsaver_table
-    from .benchmark.stepsaver import run_benchmark as run_stepsaver
+    from optimum_dynexec.reference.benchmark.stepsaver import StepSaverBenchConfig
+    from optimum_dynexec.reference.benchmark.stepsaver import format_table as stepsaver_table
+    from optimum_dynexec.reference.benchmark.stepsaver import run_benchmark as run_stepsaver
 
     sys.stdout.write("\n== StepSaver: Fashion-MNIST text-to-image vs optimum-intel's 50-step pipeline ==\n")
     config = StepSaverBenchConfig(num_prompts=30, quantizations=["fp32"], real_images=500, grid_prompts=5)

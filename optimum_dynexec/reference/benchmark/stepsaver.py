@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .timing import save_results
+from optimum_dynexec.reference.benchmark.timing import save_results
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _generate(methods: dict, prompts: list[str], seeds: list[int], desc: str) ->
 
 
 def _quality(run: dict, labels: np.ndarray, reference: np.ndarray, judge, real_features: np.ndarray) -> dict:
-    from ..image_metrics import frechet_distance, ssim
+    from optimum_dynexec.image_metrics import frechet_distance, ssim
 
     predicted = judge.predict(run["images"])
     return {
@@ -84,9 +84,9 @@ def _quality(run: dict, labels: np.ndarray, reference: np.ndarray, judge, real_f
 def run_benchmark(config: StepSaverBenchConfig, output_dir: str | Path = "benchmarks") -> dict:
     from optimum.intel import OVStableDiffusionPipeline as PlainPipeline
 
-    from ..fashion_mnist import held_out_prompts, load_fashion_mnist
-    from ..modeling_diffusion import OVStableDiffusionPipeline
-    from ..prepare_diffusion import fashion_judge, stepsaver_export_dir
+    from optimum_dynexec.modeling_diffusion import OVStableDiffusionPipeline
+    from optimum_dynexec.reference.diffusion import fashion_judge, stepsaver_export_dir
+    from optimum_dynexec.reference.fashion_mnist import held_out_prompts, load_fashion_mnist
 
     prompts, labels = held_out_prompts(config.num_prompts, seed=config.seed + 7)
     seeds = [config.seed * 100_000 + i for i in range(len(prompts))]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .timing import save_results, time_calls
+from optimum_dynexec.reference.benchmark.timing import save_results, time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ def run_benchmark(config: EarlyExitBenchConfig, output_dir: str | Path = "benchm
     from optimum.intel import OVModelForSequenceClassification as PlainOVModel
     from transformers import AutoTokenizer
 
-    from .. import OVModelForSequenceClassification
-    from ..data import load_sentiment_splits
-    from ..prepare import prepare_early_exit_export, prepare_sentiment_classifier
+    from optimum_dynexec import OVModelForSequenceClassification
+    from optimum_dynexec.reference.prepare import prepare_early_exit_export, prepare_sentiment_classifier
+    from optimum_dynexec.reference.sentiment import load_sentiment_splits
 
     classifier = prepare_sentiment_classifier(config.max_train_samples, config.epochs)
     folders = {q: prepare_early_exit_export(q, config.target_agreement, classifier) for q in config.quantization}

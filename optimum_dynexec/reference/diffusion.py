@@ -1,6 +1,6 @@
 """Offline, cached preparation of the real text-to-image model and its StepSaver predictor (`make models`).
 
-    python -m optimum_dynexec.prepare diffusion
+    python -m optimum_dynexec.reference.prepare diffusion
 
 writes to the cache (see `optimum_dynexec.utils.cache_dir`):
 
@@ -8,7 +8,7 @@ writes to the cache (see `optimum_dynexec.utils.cache_dir`):
 - `models/fashion-sd-<settings>/`: the Stable-Diffusion-shaped pipeline trained on Fashion-MNIST (diffusers folder);
 - `models/fashion-step-predictor-<settings>/`: step records of training prompts (the fewest DDIM steps whose image
   keeps the reference's class and SSIM) and the MiniLM predictor trained on them;
-- `exports/fashion-sd-stepsaver-{fp32,int8}/`: the OpenVINO pipelines with the predictor attached.
+- `exports/fashion-sd-stepsaver-{fp32,int8}-<settings>/`: the OpenVINO pipelines with the predictor attached.
 
 Every step is skipped when its output exists.
 """
@@ -20,7 +20,18 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .utils import building, cache_dir
+from optimum_dynexec.configuration import load_dynexec_config
+from optimum_dynexec.exporters.diffusion import diffusion_quantization_config, export_stepsaver, load_plain_pipeline
+from optimum_dynexec.exporters.quantization import quantization_config_from_flags
+from optimum_dynexec.reference.fashion_mnist import CLASS_NAMES, prompts_for_labels
+from optimum_dynexec.reference.judge import load_judge, prepare_judge
+from optimum_dynexec.reference.sources import minilm_dir
+from optimum_dynexec.reference.text_to_image import prepare_text_to_image
+from optimum_dynexec.training.classifier import FineTuneConfig
+from optimum_dynexec.training.step_predictor import RECORDS_NAME, StepRecords, build_step_records, train_step_predictor
+from optimum_dynexec.utils import building, cache_dir
+
+from .budgets import active_budget
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +73,20 @@ class StepPredictorSettings:
         return f"{self.records_name}-ssim{self.ssim_threshold:g}-e{self.epochs:g}-lr{self.learning_rate:g}"
 
 
+def default_settings() -> StepPredictorSettings:
+    """The step predictor settings of the active budget (`budgets.active_budget`)."""
+    budget = active_budget()
+    return StepPredictorSettings(num_prompts=budget.step_prompts, seeds_per_prompt=budget.step_seeds)
+
+
 def fashion_pipeline_dir() -> Path:
     """The trained Fashion-MNIST diffusers pipeline (trained once, with its judge)."""
-    from .training.judge import prepare_judge
-    from .training.text_to_image import prepare_text_to_image
 
     return prepare_text_to_image(judge=prepare_judge())
 
 
 def fashion_judge():
     """The trained Fashion-MNIST judge (`Judge` with `predict` and `features`)."""
-    from .training.judge import load_judge, prepare_judge
 
     return load_judge(prepare_judge())
 
@@ -85,13 +99,7 @@ def step_predictor_dir(settings: StepPredictorSettings | None = None) -> Path:
     """
     import numpy as np
 
-    from .exporters.diffusion import load_plain_pipeline
-    from .fashion_mnist import CLASS_NAMES, prompts_for_labels
-    from .prepare import minilm_dir
-    from .training.classifier import FineTuneConfig
-    from .training.step_predictor import RECORDS_NAME, StepRecords, build_step_records, train_step_predictor
-
-    settings = settings or StepPredictorSettings()
+    settings = settings or default_settings()
     out = cache_dir("models") / f"fashion-step-predictor-{settings.short_name}"
     if (out / "step_predictor_metrics.json").exists():
         return out
@@ -124,7 +132,6 @@ def step_predictor_dir(settings: StepPredictorSettings | None = None) -> Path:
 
 
 def _split(records, n_val: int):
-    from .training.step_predictor import StepRecords
 
     data = asdict(records)
     per_image = ("prompts", "seeds", "ssim", "same_class", "fewest_steps")
@@ -135,18 +142,26 @@ def _split(records, n_val: int):
     return part(slice(n_val, None)), part(slice(0, n_val))
 
 
+def stepsaver_export_path(quantization: str = "fp32", settings: StepPredictorSettings | None = None) -> Path:
+    """Where `stepsaver_export_dir` puts the export for these settings (it may not exist yet)."""
+    settings = settings or default_settings()
+    return cache_dir("exports") / f"fashion-sd-stepsaver-{quantization}-{settings.short_name}"
+
+
+def stepsaver_ready(settings: StepPredictorSettings | None = None) -> bool:
+    """Whether both StepSaver exports of these settings (default: the active budget's) are cached."""
+    return all((stepsaver_export_path(q, settings) / "dynexec_config.json").exists() for q in ("fp32", "int8"))
+
+
 def stepsaver_export_dir(quantization: str = "fp32", settings: StepPredictorSettings | None = None) -> Path:
     """The OpenVINO Fashion-MNIST pipeline with its step predictor attached (`fp32`, or `int8` weights in the
     UNet, text encoder, VAE and predictor)."""
-    from .exporters.diffusion import diffusion_quantization_config, export_stepsaver
-    from .exporters.quantization import quantization_config_from_flags
 
     if quantization not in ("fp32", "int8"):
         raise ValueError(f"Unknown quantization {quantization!r}; choose fp32 or int8.")
-    from .configuration import load_dynexec_config
 
-    settings = settings or StepPredictorSettings()
-    out = cache_dir("exports") / f"fashion-sd-stepsaver-{quantization}"
+    settings = settings or default_settings()
+    out = stepsaver_export_path(quantization, settings)
     predictor = step_predictor_dir(settings)
     if (out / "dynexec_config.json").exists() and load_dynexec_config(out).training.get("predictor") == str(predictor):
         return out
@@ -164,9 +179,10 @@ def stepsaver_export_dir(quantization: str = "fp32", settings: StepPredictorSett
     return out
 
 
-def prepare_diffusion() -> None:
-    """Everything the StepSaver benchmark, notebook and tests use."""
+def prepare_diffusion(settings: StepPredictorSettings | None = None) -> None:
+    """Everything the StepSaver benchmark, notebook and tests use (default: the active budget's settings)."""
+    settings = settings or default_settings()
     for quantization in ("fp32", "int8"):
-        logger.info("StepSaver export (%s): %s", quantization, stepsaver_export_dir(quantization))
-    metrics = json.loads((step_predictor_dir() / "step_predictor_metrics.json").read_text())
+        logger.info("StepSaver export (%s): %s", quantization, stepsaver_export_dir(quantization, settings))
+    metrics = json.loads((step_predictor_dir(settings) / "step_predictor_metrics.json").read_text())
     logger.info("step predictor: %s", metrics)

@@ -1,6 +1,6 @@
 """A small Stable-Diffusion-shaped text-to-image model trained from scratch on Fashion-MNIST, on CPU.
 
-    from optimum_dynexec.training.text_to_image import prepare_text_to_image
+    from optimum_dynexec.reference.text_to_image import prepare_text_to_image
 
     folder = prepare_text_to_image()  # a diffusers `StableDiffusionPipeline` folder, cached
     StableDiffusionPipeline.from_pretrained(folder)("a photo of a sneaker", output_type="np").images  # [1, 32, 32, 3]
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..fashion_mnist import (
+from optimum_dynexec.reference.fashion_mnist import (
     CLASS_NAMES,
     all_prompts,
     class_prompts,
@@ -41,7 +41,7 @@ from ..fashion_mnist import (
     load_fashion_mnist,
     to_pipeline_images,
 )
-from ..utils import building, cache_dir, set_seed
+from optimum_dynexec.utils import building, cache_dir, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ def evaluate_pipeline(pipe, judge, config: TextToImageConfig) -> dict:
 
     Args:
         pipe: the pipeline (see `generate`).
-        judge (`Judge`): the Fashion-MNIST judge (`training.judge.load_judge`).
+        judge (`Judge`): the Fashion-MNIST judge (`reference.judge.load_judge`).
         config (`TextToImageConfig`): `eval_prompts`, `eval_steps`, `eval_guidance_scales` and the defaults.
 
     Returns:
@@ -475,7 +475,7 @@ def evaluate_pipeline(pipe, judge, config: TextToImageConfig) -> dict:
         distance of judge features to as many real test images (`fid_judge_features`; the distance between real test
         and train images, `fid_judge_features_test_vs_train`, is the floor).
     """
-    from ..image_metrics import frechet_distance
+    from optimum_dynexec.image_metrics import frechet_distance
 
     prompts, labels = held_out_prompts(config.eval_prompts, seed=config.seed + 1)
     metrics = {"eval_prompts": config.eval_prompts, "accuracy_by_steps": {}, "accuracy_by_guidance": {}}
@@ -519,7 +519,7 @@ def train_text_to_image(
         config (`TextToImageConfig`, *optional*): the settings (default: `TextToImageConfig()`).
         checkpoint_dir (`Path`, *optional*): where checkpoints, the trained VAE and the cached latents live
             (default: `out`, cleaned up at the end); a run restarted with the same arguments resumes from them.
-        judge (`Path`, *optional*): a judge folder (`training.judge.prepare_judge`) to score generated images; by
+        judge (`Path`, *optional*): a judge folder (`reference.judge.prepare_judge`) to score generated images; by
             default the prepared default judge when `config.eval_prompts > 0`.
         callback (`Callable[[str, int, float], None]`, *optional*): called after every training step with the stage
             (`"vae"` or `"unet"`), the step count and the loss.
@@ -532,7 +532,7 @@ def train_text_to_image(
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    from .judge import load_judge, prepare_judge
+    from optimum_dynexec.reference.judge import load_judge, prepare_judge
 
     config = config or TextToImageConfig()
     out = Path(out)

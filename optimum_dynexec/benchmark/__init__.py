@@ -1,1 +1,0 @@
-"""Side-by-side benchmarks against optimum-intel's plain classes: `python -m optimum_dynexec.benchmark <technique>`."""
