@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import make_tiny_bert, random_texts  # noqa: E402
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+# CI sets this after `make models`: a real-model test then fails instead of skipping when its models are missing
+REQUIRE_MODELS = os.environ.get("OPTIMUM_DYNEXEC_REQUIRE_MODELS") == "1"
+
+
+def needs_prepared(*steps: str):
+    """Skips a test until `make models` has prepared these steps (of `optimum_dynexec.reference.prepare.STEPS`) under
+    the active preset; with `OPTIMUM_DYNEXEC_REQUIRE_MODELS=1` the test runs anyway (and fails on missing models)."""
+    from optimum_dynexec.reference.prepare import is_step_ready
+
+    missing = [s for s in steps if not is_step_ready(s)]
+    return pytest.mark.skipif(
+        bool(missing) and not REQUIRE_MODELS, reason=f"not prepared: {missing} (run `make models`)"
+    )
 
 
 @pytest.fixture(scope="session")

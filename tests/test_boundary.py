@@ -1,4 +1,4 @@
-"""The library never imports its proving ground (`optimum_dynexec.reference`), and its modules import without cycles."""
+"""The library never imports its proving ground (`optimum_dynexec.reference`); its modules import without cycles."""
 
 import ast
 import subprocess

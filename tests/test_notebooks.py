@@ -4,11 +4,8 @@ import os
 from pathlib import Path
 
 import nbformat
-import pytest
+from conftest import needs_prepared
 from nbclient import NotebookClient
-
-from optimum_dynexec.reference.prepare import is_prepared, sentiment_classifier_dir
-from optimum_dynexec.utils import cache_dir
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
@@ -22,17 +19,14 @@ def run_notebook(name: str, monkeypatch) -> tuple[str, list[dict]]:
     return "".join(o.get("text", "") for o in outputs), outputs
 
 
-@pytest.mark.skipif(not is_prepared(sentiment_classifier_dir()), reason="real model not prepared: run `make models`")
+@needs_prepared("early-exit")
 def test_early_exit_notebook(monkeypatch):
     printed, _ = run_notebook("early_exit.ipynb", monkeypatch)
     assert "exited after layer" in printed and "threshold  speedup" in printed
     assert os.environ["DYNEXEC_NOTEBOOK_SMALL"] == "1"
 
 
-@pytest.mark.skipif(
-    not (cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32" / "openvino_model.xml").exists(),
-    reason="SmolLM2 not prepared: run `make models`",
-)
+@needs_prepared("llm-base")
 def test_speculative_decoding_notebook(monkeypatch):
     from optimum_dynexec.reference.prepare import smollm2_eagle_dir
 
@@ -42,10 +36,7 @@ def test_speculative_decoding_notebook(monkeypatch):
         assert "EAGLE head k=4" in printed and "EAGLE acceptance" in printed
 
 
-@pytest.mark.skipif(
-    not (cache_dir("exports") / "fashion-sd-stepsaver-fp32" / "dynexec_config.json").exists(),
-    reason="Fashion-MNIST pipeline not prepared: run `make models`",
-)
+@needs_prepared("diffusion")
 def test_stepsaver_notebook(monkeypatch):
     printed, outputs = run_notebook("stepsaver_diffusion.ipynb", monkeypatch)
     assert "StepSaver" in printed and "stopped after" in printed

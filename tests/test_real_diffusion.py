@@ -3,18 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import F32
+from conftest import F32, needs_prepared
 from optimum.intel import OVStableDiffusionPipeline as PlainPipeline
 
 from optimum_dynexec import OVStableDiffusionPipeline
 from optimum_dynexec.configuration import load_dynexec_config
-from optimum_dynexec.utils import cache_dir
+from optimum_dynexec.reference.diffusion import stepsaver_export_path
 
-EXPORTS = cache_dir("exports")
-pytestmark = pytest.mark.skipif(
-    not (EXPORTS / "fashion-sd-stepsaver-int8" / "dynexec_config.json").exists(),
-    reason="Fashion-MNIST pipeline not prepared: run `make models`",
-)
+pytestmark = needs_prepared("diffusion")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +28,7 @@ def judge():
 
 
 def test_stepsaver_on_the_real_pipeline(prompts, judge):
-    folder = EXPORTS / "fashion-sd-stepsaver-fp32"
+    folder = stepsaver_export_path("fp32")
     texts, labels = prompts
     pipe = OVStableDiffusionPipeline.from_pretrained(folder, ov_config=F32)
     plain = PlainPipeline.from_pretrained(folder, ov_config=F32)
@@ -56,7 +52,7 @@ def test_stepsaver_on_the_real_pipeline(prompts, judge):
 
 def test_adaptive_stop_on_the_real_pipeline(prompts, judge):
     texts, labels = prompts
-    pipe = OVStableDiffusionPipeline.from_pretrained(EXPORTS / "fashion-sd-stepsaver-fp32", ov_config=F32)
+    pipe = OVStableDiffusionPipeline.from_pretrained(stepsaver_export_path("fp32"), ov_config=F32)
     pipe.set_progress_bar_config(disable=True)
     images, steps = [], []
     for i, text in enumerate(texts[:10]):
@@ -68,7 +64,7 @@ def test_adaptive_stop_on_the_real_pipeline(prompts, judge):
 
 
 def test_int8_pipeline_runs(prompts):
-    folder = EXPORTS / "fashion-sd-stepsaver-int8"
+    folder = stepsaver_export_path("int8")
     config = load_dynexec_config(folder)
     assert config.quantization["pipeline"] == {"weight_format": "int8"}
     pipe = OVStableDiffusionPipeline.from_pretrained(folder)

@@ -2,17 +2,18 @@
 
 import pytest
 import torch
+from conftest import needs_prepared
 from optimum.intel import OVModelForCausalLM as PlainOVModel
 from transformers import AutoTokenizer
 
 from optimum_dynexec import OVModelForCausalLM
-from optimum_dynexec.utils import cache_dir
+from optimum_dynexec.reference.prepare import smollm2_openvino_path
 
-FOLDER = cache_dir("exports") / "SmolLM2-135M-Instruct-ov-fp32"
+FOLDER = smollm2_openvino_path("fp32")
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 # tokens accepted per target call the trained EAGLE head must reach on Austen passages (exact f32, 48 tokens)
 MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # untrained head ~0; a CI-size head (400 windows, 69 steps) 0.57
-pytestmark = pytest.mark.skipif(not (FOLDER / "openvino_model.xml").exists(), reason="SmolLM2 not prepared")
+pytestmark = needs_prepared("llm-base")
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,15 @@
 
 import numpy as np
 import pytest
-from conftest import F32
+from conftest import F32, needs_prepared
 from optimum.intel import OVModelForSequenceClassification as PlainOVModel
 from transformers import AutoTokenizer
 
 from optimum_dynexec import OVModelForSequenceClassification
-from optimum_dynexec.reference.prepare import early_exit_export_dir, is_prepared, sentiment_classifier_dir
+from optimum_dynexec.reference.prepare import early_exit_export_dir
 
 FOLDER = early_exit_export_dir("fp32")
-pytestmark = pytest.mark.skipif(
-    not (is_prepared(sentiment_classifier_dir()) and (FOLDER / "dynexec_config.json").exists()),
-    reason="real model not prepared: run `make models`",
-)
+pytestmark = needs_prepared("early-exit")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import F32
 
-from optimum_dynexec import fashion_mnist as fm
 from optimum_dynexec.image_metrics import frechet_distance, ssim
+from optimum_dynexec.reference import fashion_mnist as fm
 from optimum_dynexec.reference.text_to_image import TextToImageConfig, build_tokenizer, generate, train_text_to_image
 
 needs_data = pytest.mark.skipif(

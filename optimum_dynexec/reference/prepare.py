@@ -189,11 +189,20 @@ def eagle_run_dir(budget: Budget | None = None) -> Path:
 
 def _causal_lm_export(source: Path, name: str, weight_format: str) -> Path:
     """`source` (a transformers causal LM folder) exported by optimum-intel with `weight_format` weights, cached."""
-    out = cache_dir("exports") / f"{name}-ov-{weight_format}"
+    out = _export_path(name, weight_format)
     if not (out / "openvino_model.xml").exists():
         with building(out) as tmp:
             export_causal_lm(source, tmp, quantization_config_from_flags(weight_format=weight_format))
     return out
+
+
+def _export_path(name: str, weight_format: str) -> Path:
+    return cache_dir("exports") / f"{name}-ov-{weight_format}"
+
+
+def smollm2_openvino_path(weight_format: str = "fp32") -> Path:
+    """Where `smollm2_openvino_dir` puts SmolLM2's export (it may not exist yet)."""
+    return _export_path(SMOLLM2_NAME, weight_format)
 
 
 def smollm2_openvino_dir(weight_format: str = "fp32") -> Path:
@@ -272,7 +281,7 @@ STEPS: dict[str, tuple[str, Callable[[], object], Callable[[], bool]]] = {
     "llm-base": (
         "SmolLM2 converted and exported (prompt lookup needs nothing more)",
         lambda: smollm2_openvino_dir("fp32"),
-        lambda: (cache_dir("exports") / f"{SMOLLM2_NAME}-ov-fp32" / "openvino_model.xml").exists(),
+        lambda: (smollm2_openvino_path("fp32") / "openvino_model.xml").exists(),
     ),
     "early-exit": (
         "MiniLM sentiment classifier, exit heads, fp32 and INT8 exports",

@@ -68,6 +68,9 @@ class SpeculativeBenchConfig:
     # draft-model rows: one per starting lookahead (`num_assistant_tokens`) and draft-confidence stop
     draft_confidence: list[float] = field(default_factory=lambda: [0.0])
     genai: bool = True
+    # rows of the trained drafters (when `make models` has trained them); prompt lookup alone needs none
+    draft_model: bool = True
+    eagle: bool = True
     name: str = "speculative"  # results go to benchmarks/<name>.json and .png
 
     def __post_init__(self):
@@ -187,13 +190,14 @@ def _eagle_kwargs(head, k: int, schedule: str, confidence: float) -> dict:
 def useless_eagle_head() -> Path:
     """The trained SmolLM2 EAGLE head with a random (seeded) fusion layer: its drafts are almost always rejected."""
     from optimum_dynexec.exporters.eagle import export_eagle_draft
-    from optimum_dynexec.reference.prepare import EAGLE_RUN, smollm2_dir
+    from optimum_dynexec.reference.prepare import eagle_run_dir, smollm2_dir
     from optimum_dynexec.training.eagle import load_eagle
     from optimum_dynexec.utils import cache_dir
 
-    out = cache_dir("exports") / f"{EAGLE_RUN}-useless"
+    run = eagle_run_dir()
+    out = cache_dir("exports") / f"{run.name}-useless"
     if not (out / "openvino_model.xml").exists():
-        head = load_eagle(cache_dir("models") / EAGLE_RUN, smollm2_dir())
+        head = load_eagle(run, smollm2_dir())
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
             head.fc.weight.copy_(torch.randn(head.fc.weight.shape, generator=generator) * 0.05)
@@ -215,7 +219,8 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     from optimum_dynexec.eagle import OVEagleDraft
     from optimum_dynexec.reference.prepare import smollm2_draft_dir, smollm2_eagle_dir, smollm2_openvino_dir
 
-    draft_dir, eagle_dir = smollm2_draft_dir(), smollm2_eagle_dir()
+    draft_dir = smollm2_draft_dir() if config.draft_model else None
+    eagle_dir = smollm2_eagle_dir() if config.eagle else None
     useless_dir = useless_eagle_head() if eagle_dir is not None and config.useless_draft else None
     tokenizer = AutoTokenizer.from_pretrained(smollm2_openvino_dir("fp32"))
     prompts = {

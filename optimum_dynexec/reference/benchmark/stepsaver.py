@@ -132,6 +132,7 @@ def run_benchmark(config: StepSaverBenchConfig, output_dir: str | Path = "benchm
     results = {
         "benchmark": "stepsaver",
         "model": "fashion-sd (Stable-Diffusion-shaped, trained on Fashion-MNIST)",
+        "folders": {q: str(stepsaver_export_dir(q)) for q in config.quantizations},
         "scheduler": "DDIM",
         "precision_hint": "f32",
         "held_out_prompts": len(prompts),

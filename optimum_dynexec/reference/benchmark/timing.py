@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from optimum_dynexec.reference.budgets import active_budget, preset_name
+
 
 def time_calls(fn: Callable, inputs: list, warmup: int = 5) -> np.ndarray:
     """Seconds per call of `fn(**x)` for each `x` in `inputs`, after `warmup` untimed calls."""
@@ -23,7 +25,12 @@ def time_calls(fn: Callable, inputs: list, warmup: int = 5) -> np.ndarray:
 
 
 def save_results(results: dict, output_dir: str | Path, name: str) -> Path:
-    """Writes `results` as `<output_dir>/<name>.json` and returns the PNG path to plot into beside it."""
+    """Writes `results` as `<output_dir>/<name>.json` and returns the PNG path to plot into beside it.
+
+    The JSON also records which prepared models were measured: the preset and budget they were trained with (their
+    folders, which the results name, carry the same settings).
+    """
+    results = {**results, "prepared_with": {"preset": preset_name(), "budget": active_budget().to_dict()}}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
