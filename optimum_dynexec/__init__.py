@@ -5,7 +5,11 @@ The runtime classes are imported lazily so that `optimum-cli` stays fast to star
 
 from typing import TYPE_CHECKING
 
+from . import moved
+
 __version__ = "0.1.0"
+
+moved.install()  # the proving ground's old module names (`optimum_dynexec.prepare`, ...) warn and resolve
 
 _LAZY = {
     "OVModelForSequenceClassification": ".modeling_early_exit",
