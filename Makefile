@@ -28,7 +28,7 @@ models: install debian-data
 	$(PY) -m optimum_dynexec.reference.prepare all --jobs 2 $(PRESET_FLAG) $(PREPARE_ARGS)
 
 debian-data:
-	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES); }
+	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); }
 
 test: install
 	$(PY) -m pytest -q tests

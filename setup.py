@@ -7,7 +7,7 @@ from setuptools import find_namespace_packages, setup
 
 VERSION = re.search(r'__version__ = "([^"]+)"', Path("optimum_dynexec/__init__.py").read_text()).group(1)
 
-# The stack that optimum-intel 2.2.0 resolves to here (see shared/MODELS.md): torch 2.14.1 + torchvision 0.29.1,
+# The stack that optimum-intel 2.2.0 resolves to here (checked here): torch 2.14.1 + torchvision 0.29.1,
 # because optimum-intel imports torchvision and older pairs fail to import beside it.
 INSTALL_REQUIRES = [
     "optimum-intel[openvino,nncf]==2.2.0",
@@ -29,10 +29,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "bench": ["matplotlib>=3.8", "openvino-genai==2026.4.1.0"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
-    "train": ["gguf==0.19.0", "accelerate==1.15.0", "rdata==1.1.0"],
+    "train": ["gguf==0.19.0", "rdata==1.1.0"],
     "dev": [
         "gguf==0.19.0",
-        "accelerate==1.15.0",
         "rdata==1.1.0",
         "pytest>=8",
         "ruff>=0.6",

@@ -98,3 +98,16 @@ def test_training_rejects_bad_input(hf_model):
         train_exit_heads(model, tokenizer, TextDataset(["good", "bad"], [0, 5]))
     with pytest.raises(ValueError, match="label_weight"):
         ExitHeadTrainingConfig(label_weight=2.0)
+
+
+def test_exit_head_training_is_seeded(hf_model):
+    model, tokenizer = hf_model
+    data = TextDataset(random_texts(60, seed=4))
+    heads = [
+        train_exit_heads(model, tokenizer, data, [1, 3], ExitHeadTrainingConfig(epochs=2, batch_size=16, seed=seed))
+        for seed in (0, 0, 1)
+    ]
+    same, other = heads[1].state_dict(), heads[2].state_dict()
+    for name, value in heads[0].state_dict().items():
+        assert torch.equal(value, same[name]), name
+    assert not all(torch.equal(value, other[name]) for name, value in heads[0].state_dict().items())

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from optimum_dynexec.reference.fashion_mnist import CLASS_NAMES, IMAGE_SIZE, load_fashion_mnist
+from optimum_dynexec.training.loop import TrainingLoop, batch_indices
 from optimum_dynexec.utils import building, cache_dir, set_seed
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,8 @@ def train_judge(out: Path, config: JudgeConfig) -> Path:
     """Trains the judge on the Fashion-MNIST train split and writes `judge.pt`, `judge_config.json` and
     `metrics.json` (with the test accuracy) into `out`.
 
+    The loop is the library's `TrainingLoop` (AdamW, linear warm-up over 30% of the steps, then cosine decay).
+
     Args:
         out (`Path`): the output folder (created).
         config (`JudgeConfig`): the settings.
@@ -172,31 +174,31 @@ def train_judge(out: Path, config: JudgeConfig) -> Path:
         images, labels = images[: config.max_train_samples], labels[: config.max_train_samples]
     x, y = to_judge_input(images), torch.as_tensor(labels)
     model = JudgeNet(config.width, config.feature_dim)
-    rng = np.random.default_rng(config.seed)
-    n_epochs = int(np.ceil(config.epochs))
-    order = np.concatenate([rng.permutation(len(x)) for _ in range(n_epochs)])[: int(round(config.epochs * len(x)))]
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=len(batches))
-    model.train()
-    bar = tqdm(batches, desc="training judge")
-    for idx in bar:
-        xb = x[idx]
+    steps = max(1, round(config.epochs * max(1, len(x) // config.batch_size)))
+
+    def loss_fn(step: int) -> torch.Tensor:
+        idx = batch_indices(step, len(x), config.batch_size, config.seed)
         shift = torch.randint(-2, 3, (2,)).tolist()  # small random translations
-        xb = torch.roll(xb, shifts=shift, dims=(2, 3))
-        loss = nn.functional.cross_entropy(model(xb), y[idx])
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        return nn.functional.cross_entropy(model(torch.roll(x[idx], shifts=shift, dims=(2, 3))), y[idx])
+
+    loop = TrainingLoop(
+        model,
+        max_steps=steps,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(0.3 * steps),
+        weight_decay=1e-4,
+        max_grad_norm=None,
+        seed=config.seed,
+        desc="training judge",
+    )
+    loop.run(loss_fn)
     judge = Judge(model)
     test_images, test_labels = load_fashion_mnist("test")
     accuracy = float((judge.predict(test_images) == test_labels).mean())
     metrics = {
         "test_accuracy": accuracy,
         "train_seconds": round(time.perf_counter() - start_time, 1),
-        "steps": len(batches),
+        "steps": steps,
         "config": asdict(config),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -14,15 +14,14 @@ The pipeline is made of the standard diffusers / transformers classes, so optimu
   and with empty prompts `uncond_prob` of the time so classifier-free guidance works;
 - `DDIMScheduler` with 1000 training timesteps.
 
-Training runs in stages (VAE, latents, UNet + text encoder), each seeded by step (so a resumed run reproduces an
-uninterrupted one) and checkpointed every `checkpoint_every` steps.
+Training runs in stages (VAE, latents, UNet + text encoder), each in the library's `TrainingLoop` with batches seeded
+by step (so a resumed run reproduces an uninterrupted one) and checkpointed every `checkpoint_every` steps.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from optimum_dynexec.reference.fashion_mnist import (
     load_fashion_mnist,
     to_pipeline_images,
 )
+from optimum_dynexec.training.loop import TrainingLoop
 from optimum_dynexec.utils import building, cache_dir, set_seed
 
 logger = logging.getLogger(__name__)
@@ -227,24 +227,15 @@ def _components(config: TextToImageConfig, vocab_size: int, tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# training loops
+# training stages
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").rename(path)
+# settings that do not change training: a resumed stage may differ in them
+NOT_TRAINING = {"guidance_scale", "num_inference_steps", "eval_prompts", "eval_steps", "eval_guidance_scales"}
+NOT_TRAINING |= {"grid_seeds", "checkpoint_every"}
 
 
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return fn
-
-
-def _train_loop(
+def _train_stage(
     stage: str,
     modules: dict[str, torch.nn.Module],
     steps: int,
@@ -252,63 +243,51 @@ def _train_loop(
     warmup: int,
     loss_fn: Callable[[int], torch.Tensor],
     checkpoint: Path,
-    checkpoint_every: int,
+    config: TextToImageConfig,
     ema_decay: float | None = None,
     callback: Callable[[str, int, float], None] | None = None,
 ) -> dict:
-    """A seeded, resumable AdamW loop; `loss_fn(step)` draws its own batch from the step number."""
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, warmup))
-    ema = {k: {n: p.detach().clone() for n, p in m.state_dict().items()} for k, m in modules.items()}
-    start, losses = 0, []
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        for k, m in modules.items():
-            m.load_state_dict(state["modules"][k])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ema, start, losses = state["ema"], state["step"], state["losses"]
-        logger.info("%s: resuming from step %d", stage, start)
-    for m in modules.values():
-        m.train()
-    bar = tqdm(range(start, steps), desc=f"training {stage}", initial=start, total=steps)
-    for step in bar:
-        loss = loss_fn(step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    """Trains `modules` in the library's `TrainingLoop`; `loss_fn(step)` draws its own batch from the step number.
+
+    With `ema_decay`, an exponential moving average of the weights is kept (in the checkpoint's extras) and loaded
+    into the modules at the end.
+
+    Returns:
+        `dict`: the final loss, the steps and the loss curve.
+    """
+    model = torch.nn.ModuleDict(modules)
+    ema = {"ema": {k: v.detach().clone() for k, v in model.state_dict().items()}} if ema_decay is not None else {}
+    settings = {k: v for k, v in asdict(config).items() if k not in NOT_TRAINING}
+    loop = TrainingLoop(
+        model,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup,
+        weight_decay=0.01,
+        checkpoint=checkpoint,
+        save_every=config.checkpoint_every,
+        settings={**settings, "stage": stage},
+        extras=ema,
+        seed=config.seed,
+        desc=f"training {stage}",
+    )
+
+    @torch.no_grad()
+    def on_step_end(step: int, loss: float) -> None:
         if ema_decay is not None:
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, m in modules.items():
-                    for n, p in m.state_dict().items():
-                        if p.dtype.is_floating_point:
-                            ema[k][n].lerp_(p, 1 - decay)
-                        else:
-                            ema[k][n].copy_(p)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % max(1, steps // 10) == 0:
-            logger.info("%s step %d/%d: loss %.4f", stage, step + 1, steps, np.mean(losses[-100:]))
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            state = {
-                "modules": {k: m.state_dict() for k, m in modules.items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema,
-                "step": step + 1,
-                "losses": losses,
-            }
-            _save_atomic(state, checkpoint)
+            decay = min(ema_decay, step / (9 + step))
+            for name, value in model.state_dict().items():
+                average = loop.extras["ema"][name]
+                if value.dtype.is_floating_point:
+                    average.lerp_(value, 1 - decay)
+                else:
+                    average.copy_(value)
         if callback is not None:
-            callback(stage, step + 1, losses[-1])
-    for k, m in modules.items():
-        if ema_decay is not None:
-            m.load_state_dict(ema[k])
-        m.eval()
+            callback(stage, step, loss)
+
+    losses = loop.run(loss_fn, on_step_end).losses
+    if ema_decay is not None:
+        model.load_state_dict(loop.extras["ema"])
     every = max(1, steps // 20)
     curve = [round(float(np.mean(losses[i : i + every])), 5) for i in range(0, len(losses), every)]
     return {"final_loss": float(np.mean(losses[-100:])), "steps": steps, f"loss_every_{every}_steps": curve}
@@ -326,7 +305,7 @@ def _train_vae(vae, images: np.ndarray, config: TextToImageConfig, ckpt_dir: Pat
         rec = torch.nn.functional.mse_loss(recon, x) + 0.5 * torch.nn.functional.l1_loss(recon, x)
         return rec + config.vae_kl_weight * posterior.kl().mean()
 
-    return _train_loop(
+    return _train_stage(
         "vae",
         {"vae": vae},
         config.vae_steps,
@@ -334,7 +313,7 @@ def _train_vae(vae, images: np.ndarray, config: TextToImageConfig, ckpt_dir: Pat
         min(100, config.vae_steps // 10 + 1),
         loss_fn,
         ckpt_dir / "vae.pt",
-        config.checkpoint_every,
+        config,
         callback=callback,
     )
 
@@ -384,7 +363,7 @@ def _train_unet(unet, text_encoder, tokenizer, scheduler, latents, labels, confi
         pred = unet(noisy, t, encoder_hidden_states=text_encoder(ids)[0]).sample
         return torch.nn.functional.mse_loss(pred, noise)
 
-    return _train_loop(
+    return _train_stage(
         "unet",
         {"unet": unet, "text_encoder": text_encoder},
         config.unet_steps,
@@ -392,7 +371,7 @@ def _train_unet(unet, text_encoder, tokenizer, scheduler, latents, labels, confi
         config.warmup_steps,
         loss_fn,
         ckpt_dir / "unet.pt",
-        config.checkpoint_every,
+        config,
         ema_decay=config.ema_decay,
         callback=callback,
     )

@@ -1,10 +1,10 @@
-"""Fine-tuning of an encoder classifier on CPU: seeded, resumable from checkpoints, with a progress bar."""
+"""Fine-tuning of an encoder classifier on CPU, in the package's `TrainingLoop` (seeded, resumable, progress bar)."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +12,26 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import TextDataset
-from ..utils import set_seed
+from .loop import TrainingLoop, batch_indices
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
 class FineTuneConfig:
-    """Hyper-parameters of `fine_tune_classifier`; validated on construction."""
+    """Hyper-parameters of `fine_tune_classifier`; validated on construction.
+
+    Args:
+        epochs (`float`): passes over the training text (an epoch is `len(train) // batch_size` steps).
+        batch_size (`int`), learning_rate (`float`), weight_decay (`float`): AdamW settings.
+        warmup_ratio (`float`): share of the steps in linear warm-up (then linear decay to 0).
+        max_length (`int`): tokenizer truncation.
+        max_train_samples (`int`, *optional*): keep only the first samples.
+        seed (`int`): seeds the batch order and training.
+        checkpoint_every (`int`): checkpoint interval in steps.
+    """
 
     epochs: float = 1.0
     batch_size: int = 32
@@ -36,12 +48,6 @@ class FineTuneConfig:
             raise ValueError(f"epochs, batch_size, learning_rate and max_length must be positive, got {self}")
 
 
-def _batches(n: int, batch_size: int, epochs: float, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(epochs))])[: int(round(epochs * n))]
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def fine_tune_classifier(
     model: torch.nn.Module,
     tokenizer,
@@ -49,47 +55,44 @@ def fine_tune_classifier(
     config: FineTuneConfig,
     checkpoint_dir: str | Path | None = None,
 ) -> torch.nn.Module:
-    """Fine-tunes a sequence classifier with AdamW and a linear warm-up/decay schedule.
+    """Fine-tunes a sequence classifier with AdamW and transformers' linear warm-up/decay schedule.
 
     Args:
         model (`PreTrainedModel`): an `AutoModelForSequenceClassification` model, trained in place.
         tokenizer: its tokenizer.
         train (`TextDataset`): labelled training text.
         config (`FineTuneConfig`): hyper-parameters.
-        checkpoint_dir (`str` or `Path`, *optional*): where a checkpoint is written every `checkpoint_every` steps;
-            a run restarted with the same arguments resumes from it.
+        checkpoint_dir (`str` or `Path`, *optional*): where `checkpoint.pt` is written every `checkpoint_every` steps
+            and at the end; a run restarted with the same arguments resumes from it.
 
     Returns:
         The trained model, in eval mode.
 
     Raises:
-        `ValueError`: when `train` has no labels.
+        `ValueError`: when `train` has no labels, or the checkpoint was made with other settings.
     """
     if train.labels is None:
         raise ValueError("Fine-tuning a classifier needs labelled text.")
-    set_seed(config.seed)
     train = train.subset(config.max_train_samples)
-    batches = _batches(len(train), config.batch_size, config.epochs, config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    warmup = max(1, int(config.warmup_ratio * len(batches)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup)))
-    )
-    start = 0
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start = state["step"]
-        logger.info("resuming fine-tuning from step %d", start)
     labels = torch.tensor(train.labels)
-    model.train()
-    bar = tqdm(range(start, len(batches)), desc="fine-tuning", initial=start, total=len(batches))
-    for step in bar:
-        idx = batches[step]
+    steps = max(1, round(config.epochs * max(1, len(train) // config.batch_size)))
+    settings = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    loop = TrainingLoop(
+        model,
+        max_steps=steps,
+        learning_rate=config.learning_rate,
+        schedule="linear",
+        warmup_steps=math.ceil(config.warmup_ratio * steps),
+        weight_decay=config.weight_decay,
+        checkpoint=Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None,
+        save_every=config.checkpoint_every,
+        settings={**settings, "train_samples": len(train)},
+        seed=config.seed,
+        desc="fine-tuning",
+    )
+
+    def loss_fn(step: int) -> torch.Tensor:
+        idx = batch_indices(step, len(train), config.batch_size, config.seed)
         enc = tokenizer(
             [train.texts[i] for i in idx],
             padding=True,
@@ -97,24 +100,9 @@ def fine_tune_classifier(
             max_length=config.max_length,
             return_tensors="pt",
         )
-        loss = model(**enc, labels=labels[idx]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if ckpt is not None and (step + 1) % config.checkpoint_every == 0 and step + 1 < len(batches):
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "step": step + 1,
-            }
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").rename(ckpt)
-    model.eval()
+        return model(**enc, labels=labels[idx]).loss
+
+    loop.run(loss_fn)
     return model
 
 

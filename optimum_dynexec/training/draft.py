@@ -13,9 +13,8 @@ in the output folder), since at decoding time the draft has to predict exactly t
 of prompts from there; the greedy acceptance rate on both (the fraction of positions where the student's argmax equals
 the target's argmax under teacher forcing) is measured before and after training.
 
-Training is seeded and resumable: a checkpoint (trainable weights, optimizer, step, time spent) is written into
-`output_dir/checkpoint` every `save_every` steps and when the time budget runs out; calling `train_draft` again on the
-same folder continues from it.
+Training runs in `loop.TrainingLoop`: seeded and resumable, with a checkpoint in `output_dir/checkpoint/state.pt`
+(every `save_every` steps and at the end); calling `train_draft` again on the same folder continues from it.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -36,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..utils import set_seed, setup_logging
+from .loop import TrainingLoop, batch_indices
 from .text_data import sample_windows, token_splits
 
 logger = logging.getLogger("optimum_dynexec.training.draft")  # also when run with `python -m`
@@ -72,9 +71,10 @@ class DraftConfig:
         seq_len: tokens per training chunk.
         batch_size: chunks per optimizer step.
         max_steps: optimizer steps (the cosine schedule spans them).
-        max_minutes: wall-time budget of the training loop (summed over resumed runs); training stops early, saves a
-            checkpoint and finishes the run when it is spent. `None` means no limit.
-        learning_rate: AdamW peak learning rate (after `warmup_steps` of linear warm-up, then cosine decay to 10%).
+        max_minutes: wall-time budget of the training loop (summed over resumed runs): after a few timed steps the
+            run fixes how many steps fit it (at most `max_steps`) and the schedule spans those; `None` means no limit.
+        learning_rate: AdamW peak learning rate (after `warmup_steps` of linear warm-up, then cosine decay to 10%,
+            transformers' `cosine_with_min_lr` schedule).
         warmup_steps: linear warm-up steps.
         weight_decay: AdamW weight decay of the decoder layers.
         top_k: the target distribution is restricted to its `top_k` most likely tokens (renormalised).
@@ -378,67 +378,20 @@ def mean_kl(student, teacher, chunks: torch.Tensor, config: DraftConfig) -> floa
 # ------------------------------------------------------------------------------------------------------- training
 
 
-def learning_rate_at(config: DraftConfig, step: int, elapsed: float) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak over the run.
-
-    The run's progress is the larger of the step fraction and (with a time budget) the fraction of the budget spent,
-    so a run cut short by its budget still ends with a decayed learning rate.
-    """
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / (config.warmup_steps + 1)
-    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-    if config.max_minutes is not None:
-        progress = max(progress, elapsed / (config.max_minutes * 60))
-    progress = min(1.0, progress)
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def optimizer_step(optimizer, loss: torch.Tensor, params: list, lr: float, max_grad_norm: float = 1.0) -> None:
-    """One update at learning rate `lr`: backward, gradient clipping to `max_grad_norm`, step."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-
-
-def _batch_indices(step: int, n_chunks: int, batch_size: int, seed: int) -> np.ndarray:
-    """The chunk indices of optimizer step `step`: a fresh seeded permutation per epoch, so resuming is exact."""
-    per_epoch = max(1, n_chunks // batch_size)
-    epoch, offset = divmod(step, per_epoch)
-    order = np.random.default_rng(seed * 1_000_003 + epoch).permutation(n_chunks)
-    return order[offset * batch_size : (offset + 1) * batch_size]
-
-
 def _training_batch(
     step: int, text_chunks: torch.Tensor, continuations: torch.Tensor | None, config: DraftConfig
 ) -> torch.Tensor:
     """The chunks of optimizer step `step`: book text, plus `continuation_chunks_per_batch` continuations."""
     n_gen = config.continuation_chunks_per_batch if continuations is not None else 0
-    batch = text_chunks[_batch_indices(step, len(text_chunks), config.batch_size - n_gen, config.seed)]
+    batch = text_chunks[batch_indices(step, len(text_chunks), config.batch_size - n_gen, config.seed)]
     if n_gen:
-        picked = continuations[_batch_indices(step, len(continuations), n_gen, config.seed + 1)]
+        picked = continuations[batch_indices(step, len(continuations), n_gen, config.seed + 1)]
         batch = torch.cat([batch, picked])
     return batch
 
 
 def _rounded(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-
-
-def _save_checkpoint(folder: Path, student, optimizer, state: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    trainable = {k: v.detach().clone() for k, v in student.named_parameters() if v.requires_grad}
-    payload = {
-        "trainable": trainable,
-        "optimizer": optimizer.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        **state,
-    }
-    tmp = folder / (CHECKPOINT_FILE + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(folder / CHECKPOINT_FILE)
 
 
 def train_draft(
@@ -487,34 +440,22 @@ def train_draft(
     n_trainable = sum(p.numel() for p in params)
     logger.info("student: %d layers, %d parameters (%d trainable)", config.num_layers, n_params, n_trainable)
 
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
+    # the checkpoint is read before the continuations are made: a run with other settings stops here
+    loop = TrainingLoop(
+        student,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        schedule="cosine_with_min_lr",
+        schedule_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_minutes=config.max_minutes,
+        checkpoint=output_dir / CHECKPOINT_DIR / CHECKPOINT_FILE,
+        save_every=config.save_every,
+        settings={k: getattr(config, k) for k in RESUME_KEYS},
+        seed=config.seed,
+        desc="distilling",
     )
-
-    checkpoint_dir = output_dir / CHECKPOINT_DIR
-    step, elapsed, losses = 0, 0.0, []
-    metrics_before: dict = {}
-    if (checkpoint_dir / CHECKPOINT_FILE).is_file():
-        saved = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-        mismatched = [k for k in RESUME_KEYS if saved["config"].get(k) != getattr(config, k)]
-        if mismatched:
-            raise ValueError(
-                f"The checkpoint in {checkpoint_dir} was made with other settings ({mismatched}); "
-                "use another output folder or the same settings."
-            )
-        missing = set(dict(student.named_parameters())) - set(saved["trainable"])
-        student.load_state_dict(saved["trainable"], strict=False)
-        if missing & {n for n, p in student.named_parameters() if p.requires_grad}:
-            raise ValueError(f"The checkpoint lacks trainable weights {sorted(missing)}.")
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, elapsed, losses = saved["step"], saved["elapsed"], saved["losses"]
-        metrics_before = saved["metrics_before"]
-        logger.info("resuming from step %d (%.1f min already spent)", step, elapsed / 60)
-    resumed_from = step
 
     continuations, eval_continuations, continuation_seconds = continuation_chunks(target, splits, config, output_dir)
     evaluations = {"acceptance": (eval_chunks, teacher_argmax(target, eval_chunks, config.batch_size))}
@@ -528,55 +469,28 @@ def train_draft(
             for name, (chunks, argmax) in evaluations.items()
         }
 
-    if not metrics_before:
-        metrics_before = measure()
-        logger.info("acceptance before training: %s", _rounded(metrics_before))
+    if "metrics_before" not in loop.extras:
+        loop.extras["metrics_before"] = measure()
+        logger.info("acceptance before training: %s", _rounded(loop.extras["metrics_before"]))
+    metrics_before = loop.extras["metrics_before"]
 
     teacher = target if config.teacher_dtype == "float32" else load_target(target_dir, DTYPES[config.teacher_dtype])
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.student_autocast else nullcontext()
 
-    def checkpoint_state() -> dict:
-        return {
-            "step": step,
-            "elapsed": elapsed,
-            "losses": losses,
-            "metrics_before": metrics_before,
-            "config": asdict(config),
-        }
-
-    budget = None if config.max_minutes is None else config.max_minutes * 60
-    student.train()
-    stopped_by_time = False
-    start_time = time.perf_counter() - elapsed
-    progress = tqdm(total=config.max_steps, initial=step, desc="distilling", unit="step")
-    while step < config.max_steps:
-        if budget is not None and time.perf_counter() - start_time >= budget:
-            stopped_by_time = True
-            logger.info("time budget of %.1f min spent at step %d", config.max_minutes, step)
-            break
+    def loss_fn(step: int) -> torch.Tensor:
         batch = _training_batch(step, train_chunks, continuations, config)
         with torch.no_grad():
             teacher_logits = teacher(batch).logits
         with autocast:
             student_logits = student(batch).logits
-        loss = distillation_loss(student_logits, teacher_logits, config.top_k, config.temperature)
-        lr = learning_rate_at(config, step, time.perf_counter() - start_time)
-        optimizer_step(optimizer, loss, params, lr)
-        step += 1
-        losses.append(loss.item())
-        elapsed = time.perf_counter() - start_time
-        progress.update(1)
-        progress.set_postfix(kl=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.2e}")
-        if step % config.save_every == 0 and step < config.max_steps:
-            _save_checkpoint(checkpoint_dir, student, optimizer, checkpoint_state())
-    progress.close()
-    elapsed = time.perf_counter() - start_time
-    _save_checkpoint(checkpoint_dir, student, optimizer, checkpoint_state())
+        return distillation_loss(student_logits, teacher_logits, config.top_k, config.temperature)
+
+    loop.run(loss_fn)
+    step, losses, elapsed = loop.step, loop.losses, loop.elapsed
 
     metrics_after = measure()
     logger.info("acceptance after training: %s (before %s)", _rounded(metrics_after), _rounded(metrics_before))
 
-    student.eval()
     student.config.use_cache = True
     student.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
@@ -594,8 +508,9 @@ def train_draft(
         "continuation_chunks": 0 if continuations is None else len(continuations),
         "continuation_seconds": continuation_seconds,
         "steps": step,
-        "resumed_from_step": resumed_from,
-        "stopped_by_time_budget": stopped_by_time,
+        "schedule_steps": loop.total_steps,
+        "resumed_from_step": loop.resumed_from,
+        "stopped_by_time_budget": step < config.max_steps,
         "training_seconds": round(elapsed, 1),
         "training_minutes": round(elapsed / 60, 2),
         "tokens_per_second": round(step * config.batch_size * config.seq_len / max(elapsed, 1e-9), 1),

@@ -8,7 +8,8 @@ when it drafts several tokens in a row. The reduced vocabulary is the `draft_voc
 on the training windows.
 
 Features are computed once from the exported OpenVINO target and cached in the output folder (`features.npz`);
-training is seeded and resumable (`checkpoint/state.pt`, every `save_every` steps and when the time budget runs out).
+training runs in `loop.TrainingLoop`, seeded and resumable (`checkpoint/state.pt`, every `save_every` steps and at the
+end).
 The result is `eagle.pt` (weights, token map, config) plus `eagle_metrics.json` (teacher-forced acceptance before and
 after training on held-out windows: how often the head's top token is the target's greedy token).
 """
@@ -18,20 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..modeling_decoder import OVModelForCausalLM
 from ..utils import set_seed, setup_logging
-from .draft import _batch_indices, learning_rate_at, load_target, optimizer_step
+from .draft import load_target
 from .eagle_data import FeatureSet, build_feature_sets
 from .eagle_model import EagleDraftModel
+from .loop import TrainingLoop, batch_indices
 
 logger = logging.getLogger("optimum_dynexec.training.eagle")
 
@@ -57,8 +57,9 @@ class EagleConfig:
         eval_windows: held-out windows of each kind.
         batch_size: windows per optimizer step.
         max_steps: optimizer steps (the cosine schedule spans them).
-        max_minutes: wall-time budget of the training loop, summed over resumed runs (`None`: no limit).
-        learning_rate, warmup_steps, weight_decay: AdamW and its schedule.
+        max_minutes: wall-time budget of the training loop, summed over resumed runs (`None`: no limit); after a
+            few timed steps the run fixes how many steps fit it and the schedule spans those.
+        learning_rate, warmup_steps, weight_decay: AdamW and its schedule (linear warm-up, then cosine decay to 10%).
         feature_noise: half-width of the uniform noise added to input features, in feature standard deviations.
         cls_weight: weight of the soft cross-entropy beside the feature regression.
         unroll_steps: 1 trains on the target's features only; 2 adds a pass on the head's own predictions.
@@ -194,6 +195,12 @@ def train_eagle(
         target_ov_dir: the target exported by optimum-intel (stateful), which computes the features.
         config: the run's settings (default `EagleConfig()`).
         texts: `{name: text}` to draw windows and prompts from (required unless the run's features are cached).
+
+    Returns:
+        `Path`: `output_dir`.
+
+    Raises:
+        `ValueError`: without cached features or `texts`, or when the folder's checkpoint has other settings.
     """
     from transformers import AutoTokenizer
 
@@ -214,68 +221,33 @@ def train_eagle(
     del target
     for param in draft.frozen_parameters():
         param.requires_grad_(False)
-    params = [p for p in draft.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scale = float(np.sqrt(np.mean(train.features[: min(len(train), 64)].astype(np.float32) ** 2)))
+    loop = TrainingLoop(
+        draft,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        schedule="cosine_with_min_lr",
+        schedule_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_minutes=config.max_minutes,
+        checkpoint=output_dir / CHECKPOINT_FILE,
+        save_every=config.save_every,
+        settings={k: getattr(config, k) for k in RESUME_KEYS},
+        seed=config.seed,
+        desc="training EAGLE head",
+    )
+    if "before" not in loop.extras:
+        loop.extras["before"] = evaluate(draft, held)
+        logger.info("held-out acceptance before training: %s", loop.extras["before"])
 
-    step, elapsed, losses, before = 0, 0.0, [], None
-    checkpoint = output_dir / CHECKPOINT_FILE
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        mismatched = [k for k in RESUME_KEYS if saved["config"].get(k) != getattr(config, k)]
-        if mismatched:
-            raise ValueError(f"The checkpoint in {checkpoint.parent} was made with other settings ({mismatched}).")
-        draft.load_state_dict(saved["weights"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        step, elapsed, losses, before = saved["step"], saved["elapsed"], saved["losses"], saved["before"]
-        logger.info("resuming from step %d (%.1f min already spent)", step, elapsed / 60)
-    resumed_from = step
-    if before is None:
-        before = evaluate(draft, held)
-        logger.info("held-out acceptance before training: %s", before)
-
-    def save_checkpoint() -> None:
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "weights": draft.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "step": step,
-            "elapsed": elapsed,
-            "losses": losses,
-            "before": before,
-            "config": asdict(config),
-        }
-        torch.save(state, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
-
-    budget = None if config.max_minutes is None else config.max_minutes * 60
-    start = time.perf_counter() - elapsed
-    stopped_by_time = False
-    progress = tqdm(total=config.max_steps, initial=step, desc="training EAGLE head", unit="step")
-    draft.train()
-    while step < config.max_steps:
-        if budget is not None and time.perf_counter() - start >= budget:
-            stopped_by_time = True
-            break
-        rows = _batch_indices(step, len(train), config.batch_size, config.seed)
+    def loss_fn(step: int) -> torch.Tensor:
+        rows = batch_indices(step, len(train), config.batch_size, config.seed)
         tokens = torch.from_numpy(train.tokens[rows])
         features = torch.from_numpy(train.features[rows].astype(np.float32))
-        loss = _losses(draft, tokens, features, scale, config, noise=True)
-        lr = learning_rate_at(config, step, time.perf_counter() - start)
-        optimizer_step(optimizer, loss, params, lr)
-        step += 1
-        losses.append(loss.item())
-        elapsed = time.perf_counter() - start
-        progress.update(1)
-        progress.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}")
-        if step % config.save_every == 0:
-            save_checkpoint()
-    progress.close()
-    elapsed = time.perf_counter() - start
-    save_checkpoint()
+        return _losses(draft, tokens, features, scale, config, noise=True)
 
+    loop.run(loss_fn)
     after = evaluate(draft, held)
     logger.info("held-out acceptance after training: %s", after)
     torch.save(
@@ -285,15 +257,16 @@ def train_eagle(
         "target": str(target_dir),
         "draft_vocab_size": len(token_ids),
         "held_out_vocab_coverage": coverage,
-        "trainable_parameters": sum(p.numel() for p in params),
-        "before": before,
+        "trainable_parameters": sum(p.numel() for p in loop.params),
+        "before": loop.extras["before"],
         "after": after,
-        "steps": step,
-        "resumed_from_step": resumed_from,
-        "stopped_by_time_budget": stopped_by_time,
-        "training_minutes": round(elapsed / 60, 2),
+        "steps": loop.step,
+        "schedule_steps": loop.total_steps,
+        "resumed_from_step": loop.resumed_from,
+        "stopped_by_time_budget": loop.step < config.max_steps,
+        "training_minutes": round(loop.elapsed / 60, 2),
         "train_windows": len(train),
-        "last_loss_mean20": float(np.mean(losses[-20:])) if losses else None,
+        "last_loss_mean20": float(np.mean(loop.losses[-20:])) if loop.losses else None,
         "config": asdict(config),
     }
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -12,7 +12,6 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from ..configuration import validate_exit_layers
 from ..data import TextDataset
 from ..utils import set_seed
+from .loop import TrainingLoop, batch_indices
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class ExitHeadTrainingConfig:
     """Hyper-parameters of `train_exit_heads`; validated on construction.
 
     Args:
-        epochs (`int`): passes over the cached features.
-        learning_rate (`float`), batch_size (`int`), weight_decay (`float`): AdamW settings.
+        epochs (`int`): passes over the cached features (an epoch is `len(data) // batch_size` steps).
+        learning_rate (`float`), batch_size (`int`), weight_decay (`float`): AdamW settings (cosine decay to 0).
         temperature (`float`): softening of teacher and student in the distillation term.
         label_weight (`float`): weight of the cross-entropy on labels, in `[0, 1]`, used only when labels are given.
         max_length (`int`): tokenizer truncation.
@@ -164,6 +164,8 @@ def train_exit_heads(
 ) -> ExitHeads:
     """Attaches and trains an exit head after each of `exit_layers` of a fine-tuned classifier.
 
+    The heads train together in one `TrainingLoop` (each on its own loss) on features computed once.
+
     Args:
         model (`PreTrainedModel`): the fine-tuned `AutoModelForSequenceClassification`; stays frozen.
         tokenizer: its tokenizer.
@@ -189,36 +191,40 @@ def train_exit_heads(
         labels = torch.tensor(data.labels)
         if labels.min() < 0 or labels.max() >= num_labels:
             raise ValueError(f"Labels must lie in [0, {num_labels - 1}] for this model, got {labels.unique()}.")
-    set_seed(config.seed)
+    set_seed(config.seed)  # the heads' initialisation
     for p in model.parameters():
         p.requires_grad_(False)
     pooled, teacher = collect_layer_features(model, tokenizer, data.texts, exit_layers, config.max_length)
     heads = ExitHeads(exit_layers, model.config.hidden_size, num_labels)
     soft_teacher = torch.softmax(teacher / config.temperature, -1)
     label_weight = config.label_weight if labels is not None else 0.0
-    generator = torch.Generator().manual_seed(config.seed)
-    for j, layer in enumerate(tqdm(exit_layers, desc="training exit heads")):
-        head = heads.head(layer).train()
-        optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-        for _ in range(config.epochs):
-            for idx in torch.randperm(len(data), generator=generator).split(config.batch_size):
-                logits = head.classify(pooled[j, idx])
-                log_student = torch.log_softmax(logits / config.temperature, -1)
-                loss = (
-                    (1 - label_weight)
-                    * config.temperature**2
-                    * nn.functional.kl_div(log_student, soft_teacher[idx], reduction="batchmean")
-                )
-                if label_weight:
-                    loss = loss + label_weight * nn.functional.cross_entropy(logits, labels[idx])
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-        head.eval()
-        with torch.no_grad():
+
+    def loss_fn(step: int) -> torch.Tensor:
+        """The heads' losses summed: each head's gradient comes from its own term only."""
+        idx = torch.from_numpy(batch_indices(step, len(data), config.batch_size, config.seed))
+        loss = torch.zeros(())
+        for j, layer in enumerate(exit_layers):
+            logits = heads.head(layer).classify(pooled[j, idx])
+            log_student = torch.log_softmax(logits / config.temperature, -1)
+            kl = nn.functional.kl_div(log_student, soft_teacher[idx], reduction="batchmean")
+            loss = loss + (1 - label_weight) * config.temperature**2 * kl
+            if label_weight:
+                loss = loss + label_weight * nn.functional.cross_entropy(logits, labels[idx])
+        return loss
+
+    steps = config.epochs * max(1, len(data) // config.batch_size)
+    loop = TrainingLoop(
+        heads,
+        max_steps=steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_grad_norm=None,
+        seed=config.seed,
+        desc="training exit heads",
+    )
+    loop.run(loss_fn)
+    with torch.no_grad():
+        for j, layer in enumerate(exit_layers):
             agree = (heads.head(layer).classify(pooled[j]).argmax(-1) == teacher.argmax(-1)).float().mean()
-        logger.info("exit head after layer %d: %.4f training agreement with the final classifier", layer, agree)
+            logger.info("exit head after layer %d: %.4f training agreement with the final classifier", layer, agree)
     return heads.eval()
