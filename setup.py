@@ -29,9 +29,11 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "bench": ["matplotlib>=3.8", "openvino-genai==2026.4.1.0"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
-    "train": ["gguf==0.19.0", "rdata==1.1.0"],
+    # transformers reads GGUF checkpoints (the reference SmolLM2) only with accelerate installed
+    "train": ["gguf==0.19.0", "accelerate==1.15.0", "rdata==1.1.0"],
     "dev": [
         "gguf==0.19.0",
+        "accelerate==1.15.0",
         "rdata==1.1.0",
         "pytest>=8",
         "ruff>=0.6",

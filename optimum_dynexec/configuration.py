@@ -114,6 +114,29 @@ LOOKAHEAD_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 DRAFT_TYPES = ("model", "eagle")
 
 
+@dataclass(frozen=True)
+class LookaheadDefaults:
+    """The lookahead a drafter starts with unless told otherwise (the fields of `SpeculativeConfig` it sets)."""
+
+    num_assistant_tokens: int
+    num_assistant_tokens_schedule: str
+    assistant_confidence_threshold: float
+
+
+# The one home of the drafters' defaults, used by `SpeculativeConfig`, `SpeculativeConfig.for_drafter`, the export
+# API and the CLI alike; measured on SmolLM2-135M (benchmarks/). A draft model grows its lookahead on full acceptance
+# and stops on low confidence; an EAGLE head is cheap per token and drafts a constant 3, confidence unchecked.
+DRAFTER_DEFAULTS = {
+    "model": LookaheadDefaults(
+        num_assistant_tokens=5, num_assistant_tokens_schedule="heuristic", assistant_confidence_threshold=0.4
+    ),
+    "eagle": LookaheadDefaults(
+        num_assistant_tokens=3, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0
+    ),
+}
+PROMPT_LOOKUP_NUM_TOKENS = 5  # tokens copied per call when prompt lookup drafts alone
+
+
 @dataclass
 class SpeculativeConfig(JsonConfig):
     """How a causal LM speculates by default (transformers' own assisted-generation arguments).
@@ -130,7 +153,10 @@ class SpeculativeConfig(JsonConfig):
             probability falls below this, in `[0, 1)`; 0 disables the stop.
         prompt_lookup_num_tokens (`int`, *optional*): tokens copied from the prompt per call; with a draft too, prompt
             lookup proposes wherever the text repeats an n-gram and the draft elsewhere (greedy decoding).
-        quantization (`dict`, *optional*): the weight formats of target and draft.
+        quantization (`dict`, *optional*): how target and draft were compressed (`quantization.describe`).
+
+    The three lookahead defaults are a draft model's (`DRAFTER_DEFAULTS["model"]`); `SpeculativeConfig.for_drafter`
+    gives each drafter its own (an EAGLE head's are `DRAFTER_DEFAULTS["eagle"]`).
 
     Raises:
         `ValueError`: on any inconsistent value, naming it.
@@ -138,9 +164,9 @@ class SpeculativeConfig(JsonConfig):
 
     draft: str | None = "draft"
     draft_type: str = "model"
-    num_assistant_tokens: int = 5
-    num_assistant_tokens_schedule: str = "heuristic"
-    assistant_confidence_threshold: float = 0.4
+    num_assistant_tokens: int = DRAFTER_DEFAULTS["model"].num_assistant_tokens
+    num_assistant_tokens_schedule: str = DRAFTER_DEFAULTS["model"].num_assistant_tokens_schedule
+    assistant_confidence_threshold: float = DRAFTER_DEFAULTS["model"].assistant_confidence_threshold
     prompt_lookup_num_tokens: int | None = None
     quantization: dict | None = None
     technique: str = "speculative"
@@ -169,6 +195,52 @@ class SpeculativeConfig(JsonConfig):
             raise ValueError("A speculative config needs a draft model or prompt_lookup_num_tokens.")
         if self.draft_type not in DRAFT_TYPES:
             raise ValueError(f"Unknown draft_type {self.draft_type!r}; choose one of {DRAFT_TYPES}.")
+
+    @classmethod
+    def for_drafter(
+        cls,
+        draft_type: str | None,
+        num_assistant_tokens: int | None = None,
+        num_assistant_tokens_schedule: str | None = None,
+        assistant_confidence_threshold: float | None = None,
+        prompt_lookup_num_tokens: int | None = None,
+    ) -> "SpeculativeConfig":
+        """The config of a drafter at its defaults (`DRAFTER_DEFAULTS`, `PROMPT_LOOKUP_NUM_TOKENS`), any argument
+        given overriding its default. `export_speculative(config=None)` and `optimum-cli export dynexec` both build
+        their config here, so the same drafter gets the same `dynexec_config.json`.
+
+        Args:
+            draft_type (`str`, *optional*): `"model"` (a draft causal LM), `"eagle"` (an EAGLE head), or `None` for
+                prompt lookup alone (then `prompt_lookup_num_tokens` defaults to `PROMPT_LOOKUP_NUM_TOKENS`).
+            num_assistant_tokens (`int`, *optional*), num_assistant_tokens_schedule (`str`, *optional*),
+                assistant_confidence_threshold (`float`, *optional*): the draft's lookahead (see the class).
+            prompt_lookup_num_tokens (`int`, *optional*): tokens copied from the prompt per call.
+
+        Returns:
+            `SpeculativeConfig`: the config, drafting from the `"draft"` subfolder unless by prompt lookup alone.
+
+        Raises:
+            `ValueError`: for an unknown draft type, a lookahead setting without a drafter, or an invalid value.
+        """
+        lookahead = {
+            "num_assistant_tokens": num_assistant_tokens,
+            "num_assistant_tokens_schedule": num_assistant_tokens_schedule,
+            "assistant_confidence_threshold": assistant_confidence_threshold,
+        }
+        if draft_type is None:
+            given = [name for name, value in lookahead.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set a draft's lookahead, but prompt lookup drafts alone here: give a draft "
+                    "model, or drop them."
+                )
+            lookup = PROMPT_LOOKUP_NUM_TOKENS if prompt_lookup_num_tokens is None else prompt_lookup_num_tokens
+            return cls(draft=None, prompt_lookup_num_tokens=lookup)
+        if draft_type not in DRAFTER_DEFAULTS:
+            raise ValueError(f"Unknown draft_type {draft_type!r}; choose one of {tuple(DRAFTER_DEFAULTS)}.")
+        defaults = asdict(DRAFTER_DEFAULTS[draft_type])
+        chosen = {name: defaults[name] if value is None else value for name, value in lookahead.items()}
+        return cls(draft_type=draft_type, prompt_lookup_num_tokens=prompt_lookup_num_tokens, **chosen)
 
     def generate_kwargs(self) -> dict:
         """The `generate()` arguments this config stands for (the draft model itself aside)."""

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 from conftest import F32
 from transformers import AutoTokenizer
 
@@ -21,6 +22,12 @@ def run_cli(*args):
 def test_command_is_registered():
     result = run_cli("--help")
     assert result.returncode == 0 and "--exit-layers" in result.stdout and "--quant-mode" in result.stdout
+    # optimum-cli export openvino's compression options, with its own choices
+    for flag in ("--group-size", "--group-size-fallback", "--ratio", "--sym", "--all-layers", "--dataset", "--awq"):
+        assert flag in result.stdout, flag
+    for flag in ("--scale-estimation", "--gptq", "--lora-correction", "--sensitivity-metric", "--backup-precision"):
+        assert flag in result.stdout, flag
+    assert "f8e4m3" in result.stdout and "hybrid" in result.stdout and "nf4" in result.stdout
 
 
 def test_round_trip(tiny_bert, tiny_train_file, tmp_path):
@@ -132,7 +139,59 @@ def test_quantized_round_trip(tiny_bert, tiny_train_file, tmp_path):
         out,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert load_dynexec_config(out).quantization == {"quant_mode": "int8", "num_samples": 32}
+    assert load_dynexec_config(out).quantization == {"quant_mode": "int8"}
     model = OVModelForSequenceClassification.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert np.isfinite(model(**tokenizer(["good film"], return_tensors="np")).logits).all()
+
+
+def test_int4_options_reach_every_part(tiny_bert, tiny_train_file, tmp_path):
+    """The tiny BERT's 37-wide feed-forward output fits no INT4 group: `--group-size-fallback adjust` is the remedy."""
+    out = tmp_path / "int4"
+    flags = ["--weight-format", "int4", "--group-size", 16, "--ratio", 0.5, "--sym", "--group-size-fallback", "adjust"]
+    result = run_cli(
+        "--model",
+        tiny_bert,
+        "--task",
+        "text-classification",
+        "--exit-layers",
+        2,
+        "--train-file",
+        tiny_train_file,
+        "--max-train-samples",
+        120,
+        *flags,
+        out,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = load_dynexec_config(out)
+    assert config.quantization == {
+        "weight_format": "int4",
+        "group_size": 16,
+        "ratio": 0.5,
+        "sym": True,
+        "group_size_fallback": "adjust",
+    }
+    for part in ["openvino_model.xml", *config.segments]:
+        constants = [op for op in ov.Core().read_model(out / part).get_ops() if op.get_type_name() == "Constant"]
+        assert any(op.get_element_type() == ov.Type.i4 for op in constants), part  # symmetric INT4
+        assert any(op.get_element_type() == ov.Type.u8 for op in constants), part  # INT8 asymmetric backup
+    model = OVModelForSequenceClassification.from_pretrained(out, ov_config=F32)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert np.isfinite(model(**tokenizer(["good film"], return_tensors="np")).logits).all()
+
+
+def test_bad_quantization_values_are_clean_errors(tiny_bert, tiny_train_file, tmp_path):
+    common = ["--model", tiny_bert, "--task", "text-classification", "--train-file", tiny_train_file]
+    for flags, expected in [
+        (["--weight-format", "int4", "--ratio", 2], "--ratio 2.0"),
+        (["--weight-format", "int8", "--dataset", "wikitext2"], "--dataset"),
+        (["--group-size", 64], "--weight-format or --quant-mode"),
+        (["--quant-mode", "hybrid"], "--quant-mode 'hybrid'"),
+        (["--weight-format", "int4", "--sensitivity-metric", "loss"], "--sensitivity-metric 'loss'"),
+        (["--weight-format", "int4", "--draft-weight-format", "int8"], "--draft-weight-format"),
+    ]:
+        result = run_cli(*common, *flags, tmp_path / "out")
+        assert result.returncode == 2 and expected in result.stderr, (flags, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from optimum_dynexec.configuration import CONFIG_NAME, EarlyExitConfig, load_dynexec_config
+from optimum_dynexec.configuration import (
+    CONFIG_NAME,
+    DRAFTER_DEFAULTS,
+    PROMPT_LOOKUP_NUM_TOKENS,
+    EarlyExitConfig,
+    SpeculativeConfig,
+    load_dynexec_config,
+)
 
 
 def test_round_trip(tmp_path):
@@ -52,3 +59,40 @@ def test_unknown_technique_and_keys(tmp_path):
     )
     with pytest.raises(ValueError, match="speed"):
         load_dynexec_config(tmp_path)
+
+
+def test_drafter_defaults_live_in_the_config():
+    # the dataclass defaults are a draft model's; every drafter's come from DRAFTER_DEFAULTS
+    assert SpeculativeConfig() == SpeculativeConfig.for_drafter("model")
+    eagle = SpeculativeConfig.for_drafter("eagle")
+    assert eagle.draft_type == "eagle" and eagle.draft == "draft"
+    assert (eagle.num_assistant_tokens, eagle.num_assistant_tokens_schedule, eagle.assistant_confidence_threshold) == (
+        DRAFTER_DEFAULTS["eagle"].num_assistant_tokens,
+        DRAFTER_DEFAULTS["eagle"].num_assistant_tokens_schedule,
+        DRAFTER_DEFAULTS["eagle"].assistant_confidence_threshold,
+    )
+    lookup = SpeculativeConfig.for_drafter(None)
+    assert lookup.draft is None and lookup.prompt_lookup_num_tokens == PROMPT_LOOKUP_NUM_TOKENS
+    assert SpeculativeConfig.for_drafter(None, prompt_lookup_num_tokens=3).prompt_lookup_num_tokens == 3
+    # a value given overrides its default only
+    chosen = SpeculativeConfig.for_drafter("eagle", num_assistant_tokens=6, prompt_lookup_num_tokens=4)
+    assert chosen.num_assistant_tokens == 6 and chosen.prompt_lookup_num_tokens == 4
+    assert chosen.num_assistant_tokens_schedule == DRAFTER_DEFAULTS["eagle"].num_assistant_tokens_schedule
+    assert (
+        SpeculativeConfig.for_drafter("model", assistant_confidence_threshold=0.0).assistant_confidence_threshold == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((None,), {"num_assistant_tokens": 3}, "num_assistant_tokens"),
+        ((None,), {"prompt_lookup_num_tokens": 0}, "positive"),
+        (("medusa",), {}, "draft_type"),
+        (("model",), {"num_assistant_tokens_schedule": "wild"}, "schedule"),
+        (("eagle",), {"assistant_confidence_threshold": 1.0}, r"\[0, 1\)"),
+    ],
+)
+def test_drafter_errors(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpeculativeConfig.for_drafter(*args, **kwargs)

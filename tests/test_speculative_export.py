@@ -1,5 +1,6 @@
 """`optimum-cli export dynexec --task text-generation-with-past`: the draft attached, speculation by default."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,10 +9,15 @@ import openvino as ov
 import pytest
 import torch
 from tiny_models import make_tiny_bert, make_tiny_llama, make_word_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from optimum_dynexec import OVModelForCausalLM
-from optimum_dynexec.configuration import SpeculativeConfig, load_dynexec_config
+from optimum_dynexec.configuration import CONFIG_NAME, DRAFTER_DEFAULTS, SpeculativeConfig, load_dynexec_config
+from optimum_dynexec.exporters.eagle import export_eagle_draft
+from optimum_dynexec.exporters.quantization import quantization_config_from_flags
 from optimum_dynexec.exporters.speculative import export_speculative
+from optimum_dynexec.training.eagle import WEIGHTS_FILE
+from optimum_dynexec.training.eagle_model import EagleDraftModel
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 CLI = [str(Path(sys.executable).parent / "optimum-cli"), "export", "dynexec", "--task", "text-generation-with-past"]
@@ -118,7 +124,7 @@ def test_independent_weight_formats(hf, tmp_path):
     config = export_speculative(
         hf["target"], tmp_path, hf["draft"], quantization_config=OVWeightQuantizationConfig(bits=8)
     )
-    assert config.quantization == {"target": {"weight_format": "int8", "sym": False}, "draft": None}
+    assert config.quantization == {"target": {"weight_format": "int8"}, "draft": None}
 
     def int8_constants(path):
         return sum(
@@ -128,6 +134,132 @@ def test_independent_weight_formats(hf, tmp_path):
 
     assert int8_constants(tmp_path / "openvino_model.xml") > 0
     assert int8_constants(tmp_path / "draft" / "openvino_model.xml") == 0
+
+
+@pytest.fixture(scope="module")
+def eagle_head(hf, tmp_path_factory):
+    """An exported (random) EAGLE head for the tiny target."""
+    target = LlamaForCausalLM.from_pretrained(hf["target"]).eval()
+    head = EagleDraftModel.from_target(target, torch.arange(target.config.vocab_size)).eval()
+    return export_eagle_draft(head, tmp_path_factory.mktemp("eagle") / "head")
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "eagle head"])
+def test_cli_and_api_write_the_same_config(hf, eagle_head, tmp_path, drafter):
+    """The drafters' defaults live in one place: the CLI without lookahead flags and `export_speculative(config=None)`
+    write the same `dynexec_config.json`."""
+    draft = {"prompt lookup": None, "draft model": hf["draft"], "eagle head": eagle_head}[drafter]
+    flags = [] if draft is None else ["--draft-model", draft]
+    result = subprocess.run([*CLI, "--model", hf["target"], *flags, tmp_path / "cli"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    export_speculative(hf["target"], tmp_path / "api", draft)
+    cli, api = (json.loads((tmp_path / name / CONFIG_NAME).read_text()) for name in ("cli", "api"))
+    assert cli == api
+    config = SpeculativeConfig.from_dict(cli)
+    if draft is None:
+        assert config.draft is None and config.prompt_lookup_num_tokens == 5
+    else:
+        defaults = DRAFTER_DEFAULTS["eagle" if drafter == "eagle head" else "model"]
+        assert (config.num_assistant_tokens, config.assistant_confidence_threshold) == (
+            defaults.num_assistant_tokens,
+            defaults.assistant_confidence_threshold,
+        )
+
+
+def test_lookahead_flags_need_a_draft(hf, tmp_path):
+    result = subprocess.run(
+        [*CLI, "--model", hf["target"], "--num-assistant-tokens", "3", tmp_path / "out"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "num_assistant_tokens" in result.stderr and "Traceback" not in result.stderr
+
+
+def make_wide_llama(folder: Path) -> Path:
+    """A tiny Llama 96 wide: its attention and MLP inputs are not a multiple of an INT4 group of 64."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=96,
+        hidden_size=96,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    make_word_tokenizer(96).save_pretrained(folder)
+    return folder
+
+
+def test_int4_group_size_fallback(tmp_path):
+    """INT4 on layers whose width the group does not divide: optimum-intel's `group_size_fallback`, as a flag."""
+    wide = make_wide_llama(tmp_path / "wide")
+    with pytest.raises(ValueError, match="--group-size-fallback adjust"):
+        export_speculative(
+            wide,
+            tmp_path / "fails",
+            quantization_config=quantization_config_from_flags(weight_format="int4", group_size=64),
+        )
+    out = tmp_path / "int4"
+    flags = ["--weight-format", "int4", "--group-size", "64", "--group-size-fallback", "adjust", "--sym"]
+    result = subprocess.run([*CLI, "--model", wide, *flags, out], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = load_dynexec_config(out)
+    assert config.quantization["target"] == {
+        "weight_format": "int4",
+        "group_size": 64,
+        "sym": True,
+        "group_size_fallback": "adjust",
+    }
+    constants = [
+        op for op in ov.Core().read_model(out / "openvino_model.xml").get_ops() if op.get_type_name() == "Constant"
+    ]
+    assert any(op.get_element_type() == ov.Type.i4 for op in constants)
+    model = OVModelForCausalLM.from_pretrained(out, ov_config=EXACT)
+    ids = torch.tensor([[5, 9, 33, 41, 5, 9, 33]])
+    spec = greedy(model, ids)
+    model.speculation_enabled = False
+    assert torch.equal(spec, greedy(model, ids))
+
+
+def test_quant_mode_calibrates_on_a_dataset_file(hf, tmp_path):
+    """`--quant-mode int8` on a causal LM: optimum-intel quantizes it, calibrating on `--dataset` (here a .txt)."""
+    texts = tmp_path / "calibration.txt"
+    texts.write_text("\n".join(" ".join(f"w{3 + (i * 7 + j) % 90}" for j in range(12)) for i in range(8)) + "\n")
+    with pytest.raises(ValueError, match="--dataset"):
+        export_speculative(
+            hf["target"], tmp_path / "no_data", quantization_config=quantization_config_from_flags("int8")
+        )
+    out = tmp_path / "int8"
+    flags = ["--quant-mode", "int8", "--dataset", texts, "--num-samples", "4"]
+    result = subprocess.run([*CLI, "--model", hf["target"], *flags, out], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_dynexec_config(out).quantization == {"target": {"quant_mode": "int8"}, "draft": None}
+    ir = ov.Core().read_model(out / "openvino_model.xml")
+    assert any(op.get_type_name() == "FakeQuantize" for op in ir.get_ops())
+    model = OVModelForCausalLM.from_pretrained(out, ov_config=EXACT)
+    ids = torch.tensor([[5, 9, 33, 41, 5, 9, 33]])
+    spec = greedy(model, ids)
+    model.speculation_enabled = False
+    assert torch.equal(spec, greedy(model, ids))
+
+
+def test_eagle_head_takes_data_free_compression(hf, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / WEIGHTS_FILE).write_bytes(b"")  # looks like an EAGLE training run: rejected before it is read
+    with pytest.raises(ValueError, match="EAGLE draft head is compressed without calibration data"):
+        export_speculative(
+            hf["target"],
+            tmp_path / "out",
+            run,
+            draft_quantization_config=quantization_config_from_flags(weight_format="int4", scale_estimation=True),
+        )
 
 
 def test_mismatched_tokenizer(hf, tmp_path):

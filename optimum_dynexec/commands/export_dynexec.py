@@ -9,9 +9,13 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from ..configuration import DRAFTER_DEFAULTS, LOOKAHEAD_SCHEDULES, PROMPT_LOOKUP_NUM_TOKENS
+from ..exporters import quantization
+
 logger = logging.getLogger(__name__)
 
-TASKS = ("text-classification", "text-generation-with-past", "text-to-image")
+TASKS = quantization.TASKS
+MODEL, EAGLE = DRAFTER_DEFAULTS["model"], DRAFTER_DEFAULTS["eagle"]
 
 
 def parse_args_dynexec(parser: ArgumentParser) -> None:
@@ -64,30 +68,38 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         "--num-assistant-tokens",
         type=int,
         default=None,
-        help="Draft tokens per target call to start with (default 5 for a draft model, 3 for an EAGLE head).",
+        help=(
+            f"Draft tokens per target call to start with (default {MODEL.num_assistant_tokens} for a draft model, "
+            f"{EAGLE.num_assistant_tokens} for an EAGLE head)."
+        ),
     )
     sd.add_argument(
         "--assistant-schedule",
-        choices=("constant", "heuristic", "heuristic_transient"),
+        choices=LOOKAHEAD_SCHEDULES,
         default=None,
         help=(
             "Lookahead schedule: heuristic grows on full acceptance, shrinks on rejection and backs off a useless "
-            "draft (default for a draft model); constant (default for an EAGLE head)."
+            f"draft; constant keeps it (default {MODEL.num_assistant_tokens_schedule} for a draft model, "
+            f"{EAGLE.num_assistant_tokens_schedule} for an EAGLE head)."
         ),
     )
     sd.add_argument(
         "--assistant-confidence-threshold",
         type=float,
         default=None,
-        help="Stop drafting when the draft's top probability falls below this (0 disables; default 0.4, EAGLE 0).",
+        help=(
+            "Stop drafting when the draft's top probability falls below this (0 disables; default "
+            f"{MODEL.assistant_confidence_threshold} for a draft model, {EAGLE.assistant_confidence_threshold} for "
+            "an EAGLE head)."
+        ),
     )
     sd.add_argument(
         "--prompt-lookup-num-tokens",
         type=int,
         default=None,
         help=(
-            "Tokens copied from the prompt per call (default 5 without --draft-model); with --draft-model, prompt "
-            "lookup proposes where the text repeats and the draft elsewhere."
+            f"Tokens copied from the prompt per call (default {PROMPT_LOOKUP_NUM_TOKENS} without --draft-model); with "
+            "--draft-model, prompt lookup proposes where the text repeats and the draft elsewhere."
         ),
     )
     ss = parser.add_argument_group("StepSaver (text-to-image)")
@@ -123,25 +135,22 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
     ss.add_argument("--step-batching", choices=("group", "max"), default="group", help="Batches: per-prompt steps.")
     ss.add_argument("--step-tolerance", type=float, default=0.05, help="Adaptive stop's tolerance (0.05).")
     ss.add_argument(
-        "--predictor-weight-format", choices=("fp32", "int8"), default=None, help="Predictor weight compression."
-    )
-    q = parser.add_argument_group("NNCF compression (stacked on every part)")
-    q.add_argument(
-        "--quant-mode",
-        choices=("int8", "hybrid"),
+        "--predictor-weight-format",
+        choices=("fp32", "int8"),
         default=None,
-        help="int8: post-training INT8 quantization of weights and activations, calibrated on --train-file; "
-        "hybrid (text-to-image): INT8 weights everywhere and INT8 activations in the UNet, calibrated on "
-        "--train-prompts.",
+        help="Weight compression of the step predictor (optimum-intel's plain config for the format).",
     )
-    q.add_argument("--weight-format", choices=("fp32", "int8", "int4"), default=None, help="Weight-only compression.")
+    q = parser.add_argument_group(
+        "NNCF compression (optimum-cli export openvino's options, turned into the same optimum-intel configs and "
+        "stacked on every part)"
+    )
+    quantization.add_quantization_arguments(q)
     q.add_argument(
         "--draft-weight-format",
-        choices=("fp32", "int8", "int4"),
+        choices=quantization.WEIGHT_FORMATS,
         default=None,
-        help="Weight-only compression of the draft (default: as --weight-format).",
+        help="Weight-only compression of the draft, with the options above (default: the target's compression).",
     )
-    q.add_argument("--num-samples", type=int, default=300, help="Calibration samples for --quant-mode.")
 
 
 class DynexecExportCommand(BaseOptimumCLICommand):
@@ -162,74 +171,83 @@ class DynexecExportCommand(BaseOptimumCLICommand):
             sys.exit(2)
 
     def _run(self):
-        from ..exporters.quantization import quantization_config_from_flags
-
         args = self.args
         if args.task == "text-to-image":
             return _export_text_to_image(args)
-        exit_layers = _parse_exit_layers(args.exit_layers)
-        qconfig = quantization_config_from_flags(args.quant_mode, args.weight_format, args.num_samples)
         if args.task == "text-classification":
-            from ..exporters.early_exit import export_early_exit
-            from ..training.exit_heads import ExitHeadTrainingConfig
+            return _export_text_classification(args)
+        return _export_text_generation(args)
 
-            config = export_early_exit(
-                args.model,
-                args.output,
-                exit_layers=exit_layers,
-                train_file=args.train_file,
-                target_agreement=args.target_agreement,
-                criterion=args.criterion,
-                quantization_config=qconfig,
-                training_config=ExitHeadTrainingConfig(epochs=args.epochs, seed=args.seed),
-                max_train_samples=args.max_train_samples,
-                seed=args.seed,
+
+def _export_text_classification(args) -> None:
+    from ..exporters.early_exit import export_early_exit
+    from ..training.exit_heads import ExitHeadTrainingConfig
+
+    exit_layers = _parse_exit_layers(args.exit_layers)
+    if args.draft_weight_format is not None:
+        raise ValueError("--draft-weight-format applies to text-generation-with-past with --draft-model.")
+    qconfig = quantization.quantization_config_from_args(args, task=args.task, model=args.model)
+    config = export_early_exit(
+        args.model,
+        args.output,
+        exit_layers=exit_layers,
+        train_file=args.train_file,
+        target_agreement=args.target_agreement,
+        criterion=args.criterion,
+        quantization_config=qconfig,
+        training_config=ExitHeadTrainingConfig(epochs=args.epochs, seed=args.seed),
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+    )
+    logger.info("wrote %s: exit layers %s, threshold %.6f", args.output, config.exit_layers, config.threshold)
+
+
+def _export_text_generation(args) -> None:
+    from ..configuration import SpeculativeConfig
+    from ..exporters.speculative import draft_type_of, export_speculative
+
+    lookahead = {
+        "num_assistant_tokens": args.num_assistant_tokens,
+        "num_assistant_tokens_schedule": args.assistant_schedule,
+        "assistant_confidence_threshold": args.assistant_confidence_threshold,
+        "prompt_lookup_num_tokens": args.prompt_lookup_num_tokens,
+    }
+    draft_type = draft_type_of(args.draft_model) if args.draft_model is not None else None
+    config = SpeculativeConfig.for_drafter(draft_type, **lookahead)
+    target_compressed = args.weight_format is not None or args.quant_mode is not None
+    if target_compressed or args.draft_weight_format is None:
+        qconfig = quantization.quantization_config_from_args(args, task=args.task, model=args.model)
+    else:
+        qconfig = None  # the options tune the draft's --draft-weight-format alone
+    draft_qconfig = None
+    if args.draft_model is not None:
+        draft_flags = (
+            {"weight_format": args.draft_weight_format, "quant_mode": None} if args.draft_weight_format else {}
+        )
+        try:
+            draft_qconfig = quantization.quantization_config_from_args(
+                args, task=args.task, model=args.draft_model, **draft_flags
             )
-            logger.info("wrote %s: exit layers %s, threshold %.6f", args.output, config.exit_layers, config.threshold)
-        elif args.task == "text-generation-with-past":
-            from ..configuration import SpeculativeConfig
-            from ..exporters.speculative import export_speculative
-
-            if args.draft_model is not None:
-                from ..exporters.speculative import is_eagle_draft
-
-                defaults = EAGLE_LOOKAHEAD if is_eagle_draft(Path(args.draft_model)) else DRAFT_LOOKAHEAD
-                chosen = (args.num_assistant_tokens, args.assistant_schedule, args.assistant_confidence_threshold)
-                k, schedule, confidence = (d if c is None else c for c, d in zip(chosen, defaults))
-                config = SpeculativeConfig(
-                    num_assistant_tokens=k,
-                    num_assistant_tokens_schedule=schedule,
-                    assistant_confidence_threshold=confidence,
-                    prompt_lookup_num_tokens=args.prompt_lookup_num_tokens,
-                )
-            else:
-                config = SpeculativeConfig(draft=None, prompt_lookup_num_tokens=args.prompt_lookup_num_tokens or 5)
-            draft_format = args.draft_weight_format or args.weight_format
-            export_speculative(
-                args.model,
-                args.output,
-                args.draft_model,
-                config,
-                qconfig,
-                quantization_config_from_flags(weight_format=draft_format),
-            )
-
-
-# lookahead defaults (tokens, schedule, confidence stop) per drafter, measured on SmolLM2-135M (benchmarks/)
-DRAFT_LOOKAHEAD = (5, "heuristic", 0.4)
-EAGLE_LOOKAHEAD = (3, "constant", 0.0)
+        except ValueError as error:
+            raise ValueError(f"The draft's compression: {error}") from error
+    elif args.draft_weight_format is not None:
+        raise ValueError("--draft-weight-format needs a draft (--draft-model); prompt lookup has no weights.")
+    export_speculative(args.model, args.output, args.draft_model, config, qconfig, draft_qconfig)
 
 
 def _export_text_to_image(args) -> None:
     from ..data import read_text_file
-    from ..exporters.diffusion import diffusion_quantization_config, export_stepsaver, train_and_export_stepsaver
-    from ..exporters.quantization import quantization_config_from_flags
+    from ..exporters.diffusion import export_stepsaver, train_and_export_stepsaver
 
     if args.train_step_predictor and args.step_predictor is not None:
         raise ValueError("Give --train-step-predictor or --step-predictor, not both.")
+    if args.draft_weight_format is not None:
+        raise ValueError("--draft-weight-format applies to text-generation-with-past with --draft-model.")
     prompts = read_text_file(args.train_prompts).texts if args.train_prompts is not None else None
-    qconfig = diffusion_quantization_config(args.quant_mode, args.weight_format, prompts, args.num_samples)
-    pconfig = quantization_config_from_flags(weight_format=args.predictor_weight_format)
+    qconfig = quantization.quantization_config_from_args(
+        args, task=args.task, model=args.model, calibration_texts=prompts
+    )
+    pconfig = quantization.quantization_config_from_flags(weight_format=args.predictor_weight_format)
     policy_kwargs = {
         "policy": args.step_policy,
         "default_steps": args.default_steps,

@@ -9,59 +9,57 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..configuration import StepSaverConfig, validate_step_policy
+from optimum.intel import OVModelForSequenceClassification, OVStableDiffusionPipeline
+from transformers import AutoConfig, AutoTokenizer
+
+from ..configuration import StepSaverConfig, load_dynexec_config, validate_step_policy
 from ..training.step_predictor import DEFAULT_STEP_GRID, build_step_records, train_step_predictor
+from . import quantization
 
 logger = logging.getLogger(__name__)
 
 PREDICTOR_DIR = "step_predictor"
-DIFFUSION_QUANT_MODES = ("hybrid",)
-DIFFUSION_WEIGHT_FORMATS = ("fp32", "int8")
+DIFFUSION_QUANT_MODES = quantization.DIFFUSION_QUANT_MODES
+DIFFUSION_WEIGHT_FORMATS = quantization.DIFFUSION_WEIGHT_FORMATS
 
 
 def diffusion_quantization_config(
     quant_mode: str | None = None,
     weight_format: str | None = None,
     calibration_prompts: Sequence[str] | None = None,
-    num_samples: int = 32,
+    num_samples: int | None = None,
+    **options,
 ):
-    """The optimum-intel config for the pipeline's `--quant-mode` / `--weight-format` flags (`None`: full precision).
+    """The optimum-intel config for the pipeline's compression flags (`None`: full precision), built by
+    `quantization.quantization_config_from_flags` for text-to-image.
 
-    `--weight-format int8` compresses the weights of every component; `--quant-mode hybrid` also quantizes the
-    UNet's activations (NNCF's hybrid mode), calibrated by running the pipeline on `calibration_prompts`.
+    `weight_format="int8"` compresses the weights of every component; `quant_mode="hybrid"` also quantizes the
+    UNet's activations (NNCF's hybrid mode) and `quant_mode="int8"` / `"f8e4m3"` / `"f8e5m2"` quantizes the UNet
+    fully, calibrated by running the pipeline on `calibration_prompts` (or `options["dataset"]`). As in
+    `optimum-cli export openvino`, `weight_format` with a `dataset` is hybrid too.
+
+    Args:
+        quant_mode (`str`, *optional*): one of `DIFFUSION_QUANT_MODES`.
+        weight_format (`str`, *optional*): one of `DIFFUSION_WEIGHT_FORMATS`.
+        calibration_prompts (`list[str]`, *optional*): the prompts `quant_mode` calibrates on.
+        num_samples (`int`, *optional*): calibration samples (optimum-intel's default when `None`).
+        options: the other optimum-cli options (`sym`, `dataset`, `smooth_quant_alpha`, ...), see
+            `quantization_config_from_flags`.
+
+    Returns:
+        `OVWeightQuantizationConfig` or `OVQuantizationConfig`, or `None`.
 
     Raises:
-        `ValueError`: on unknown values, both flags, or hybrid mode without calibration prompts.
+        `ValueError`: on unknown values, both flags, or a `quant_mode` without calibration prompts.
     """
-    from optimum.intel import OVWeightQuantizationConfig
-
-    if quant_mode is not None and quant_mode not in DIFFUSION_QUANT_MODES:
-        raise ValueError(
-            f"Unknown --quant-mode {quant_mode!r} for text-to-image; choose one of {DIFFUSION_QUANT_MODES}."
-        )
-    if weight_format is not None and weight_format not in DIFFUSION_WEIGHT_FORMATS:
-        raise ValueError(
-            f"Unknown --weight-format {weight_format!r} for text-to-image; choose one of {DIFFUSION_WEIGHT_FORMATS}."
-        )
-    if quant_mode and weight_format not in (None, "fp32"):
-        raise ValueError("--quant-mode hybrid already compresses the weights: give it or --weight-format, not both.")
-    if quant_mode == "hybrid":
-        if not calibration_prompts:
-            raise ValueError("Hybrid quantization calibrates on prompts: give calibration prompts (--train-prompts).")
-        return OVWeightQuantizationConfig(
-            bits=8, quant_method="hybrid", dataset=list(calibration_prompts), num_samples=num_samples
-        )
-    if weight_format == "int8":
-        return OVWeightQuantizationConfig(bits=8)
-    return None
-
-
-def _describe(quantization_config) -> dict | None:
-    if quantization_config is None:
-        return None
-    method = getattr(quantization_config, "quant_method", None)
-    hybrid = str(getattr(method, "value", method)) == "hybrid"
-    return {"quant_mode": "hybrid"} if hybrid else {"weight_format": f"int{quantization_config.bits}"}
+    return quantization.quantization_config_from_flags(
+        quant_mode,
+        weight_format,
+        num_samples,
+        task="text-to-image",
+        calibration_texts=calibration_prompts,
+        **options,
+    )
 
 
 def is_openvino_pipeline(path: Path) -> bool:
@@ -73,15 +71,21 @@ def load_plain_pipeline(model: str | Path, quantization_config=None, **kwargs):
 
     Raises:
         `FileNotFoundError`: when `model` is neither.
+        `ValueError`: when the compression needs calibration prompts it lacks, or a layer's width does not fit the
+            group size.
     """
-    from optimum.intel import OVStableDiffusionPipeline
-
     model = Path(model)
     if not (model / "model_index.json").is_file():
         raise FileNotFoundError(f"{model} is not a diffusers pipeline folder (no model_index.json).")
-    return OVStableDiffusionPipeline.from_pretrained(
-        model, export=not is_openvino_pipeline(model), quantization_config=quantization_config, **kwargs
-    )
+    if quantization.needs_calibration(quantization_config) and quantization_config.dataset is None:
+        raise ValueError(
+            f"The pipeline's compression {quantization.describe(quantization_config)} calibrates on prompts: give "
+            "it a dataset (calibration prompts, --train-prompts or --dataset)."
+        )
+    with quantization.explain_group_size_errors():
+        return OVStableDiffusionPipeline.from_pretrained(
+            model, export=not is_openvino_pipeline(model), quantization_config=quantization_config, **kwargs
+        )
 
 
 def export_step_predictor(predictor: str | Path, output: str | Path, quantization_config=None) -> list[int]:
@@ -93,9 +97,6 @@ def export_step_predictor(predictor: str | Path, output: str | Path, quantizatio
     Raises:
         `ValueError`: when the folder is not a step predictor.
     """
-    from optimum.intel import OVModelForSequenceClassification
-    from transformers import AutoConfig, AutoTokenizer
-
     predictor = Path(predictor)
     if not (predictor / "config.json").is_file():
         raise FileNotFoundError(f"The step predictor {predictor} is not a transformers model folder (no config.json).")
@@ -105,12 +106,13 @@ def export_step_predictor(predictor: str | Path, output: str | Path, quantizatio
             f"{predictor} is not a step predictor: its config has no `step_buckets` (train one with "
             "`optimum_dynexec.training.step_predictor.train_step_predictor`)."
         )
-    model = OVModelForSequenceClassification.from_pretrained(
-        predictor,
-        export=not (predictor / "openvino_model.xml").is_file(),
-        compile=False,
-        quantization_config=quantization_config,
-    )
+    with quantization.explain_group_size_errors():
+        model = OVModelForSequenceClassification.from_pretrained(
+            predictor,
+            export=not (predictor / "openvino_model.xml").is_file(),
+            compile=False,
+            quantization_config=quantization_config,
+        )
     model.save_pretrained(output)
     AutoTokenizer.from_pretrained(predictor).save_pretrained(output)
     return [int(b) for b in buckets]
@@ -161,8 +163,8 @@ def export_stepsaver(
         "tolerance": tolerance,
         "training": training,
         "quantization": {
-            "pipeline": _describe(quantization_config),
-            "predictor": _describe(predictor_quantization_config),
+            "pipeline": quantization.describe(quantization_config),
+            "predictor": quantization.describe(predictor_quantization_config),
         },
     }
     StepSaverConfig(**settings, step_buckets=[1])  # fail on bad settings before the slow export
@@ -194,8 +196,6 @@ def train_and_export_stepsaver(
 
     The records and the predictor's training metrics are kept in `output/step_predictor_training/`.
     """
-    from optimum.intel import OVStableDiffusionPipeline
-
     output = Path(output)
     if not train_prompts:
         raise ValueError("--train-step-predictor needs training prompts (--train-prompts), got none.")
@@ -222,4 +222,8 @@ def train_and_export_stepsaver(
             training={"images": len(prompts), "step_grid": step_grid, "ssim_threshold": ssim_threshold},
             **export_kwargs,
         )
+    # the pipeline was compressed above, before labelling: record it
+    config = load_dynexec_config(output)
+    config.quantization["pipeline"] = quantization.describe(quantization_config)
+    config.save(output)
     return output

@@ -59,12 +59,24 @@ def export_eagle_draft(draft, output: str | Path, metrics: dict | None = None, q
         draft (`EagleDraftModel`): the trained draft head.
         output (`str` or `Path`): the folder to write.
         metrics (`dict`, *optional*): training metrics to keep in the config.
-        quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight compression of the head.
+        quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight compression of the head
+            (data-free: the head is compressed without calibration inputs).
+
+    Returns:
+        `Path`: `output`.
+
+    Raises:
+        `ValueError`: when the compression needs calibration data.
     """
+    if quantization_config is not None and quantization.needs_calibration(quantization_config):
+        record = quantization.describe(quantization_config)
+        raise ValueError(
+            f"An EAGLE draft head is compressed without calibration data, and {record} needs some: use data-free "
+            "weight compression (--weight-format / --draft-weight-format without --quant-mode, --scale-estimation, "
+            "--gptq, --lora-correction or an activation-based --sensitivity-metric)."
+        )
     model = convert_eagle_draft(draft)
     if quantization_config is not None:
-        if quantization.needs_calibration(quantization_config):
-            raise ValueError("An EAGLE draft takes weight-only compression: use --weight-format, not --quant-mode.")
         model = quantization.compress(model, quantization_config)
     config = EagleDraftConfig(
         target_vocab_size=draft.config.vocab_size,

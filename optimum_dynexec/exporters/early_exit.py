@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
+from optimum.exporters.openvino import main_export
 from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..configuration import EarlyExitConfig
 from ..data import TextDataset, read_text_file
@@ -130,8 +132,10 @@ def export_early_exit(
         target_agreement (`float`, defaults to 0.99): the calibrated threshold is the loosest whose predictions
             agree this often with the full model on held-out text.
         criterion (`str`, defaults to `"confidence"`): exit score, `"confidence"` or `"entropy"`.
-        quantization_config (`OVQuantizationConfig` or `OVWeightQuantizationConfig`, *optional*): NNCF compression
-            applied to the full model and every segment; INT8 activations are calibrated on the training text.
+        quantization_config (optimum-intel quantization config, *optional*): NNCF compression applied to the full
+            model and every segment (see `quantization.quantization_config_from_flags`); activations and data-aware
+            weight algorithms are calibrated on the training text (at most `num_samples` texts, default 300) as each
+            part sees it.
         training_config (`ExitHeadTrainingConfig`, *optional*): head training hyper-parameters.
         calibration_fraction (`float`, defaults to 0.1): share of the text held out for calibration.
         max_train_samples (`int`, *optional*): cap on the training text used.
@@ -146,9 +150,6 @@ def export_early_exit(
         `ValueError`: when there is neither training text nor saved heads, or settings are out of range.
         `FileNotFoundError`: when the model folder or the text file does not exist.
     """
-    from optimum.exporters.openvino import main_export
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     # Phase 1, check the request before any heavy work.
     model_path, output = Path(model_name_or_path), Path(output)
     if not (model_path / "config.json").is_file():
@@ -167,7 +168,16 @@ def export_early_exit(
             "can be trained by self-distillation."
         )
     if train_data is None and quantization.needs_calibration(quantization_config):
-        raise ValueError("--quant-mode int8 calibrates activations on text: pass --train-file.")
+        raise ValueError(
+            f"The compression {quant_record} calibrates on text (activations, or a data-driven weight algorithm): "
+            "pass --train-file."
+        )
+    if isinstance(getattr(quantization_config, "dataset", None), str):
+        logger.warning(
+            "Early exit calibrates NNCF on the training text as each segment sees it; the dataset %r of the "
+            "quantization config is not used.",
+            quantization_config.dataset,
+        )
     auto = exit_layers == "auto"
     candidates = None if auto else exit_layers
 
@@ -230,8 +240,8 @@ def export_early_exit(
     # Phase 5, NNCF on every part, activations calibrated on the training text as each segment sees it.
     if quantization_config is not None:
         full_calib, seg_calib = None, [None] * len(segments)
-        if quantization.needs_calibration(quantization_config):
-            n = min(len(train_data), quantization_config.num_samples or 300)
+        if train_data is not None and quantization.is_data_aware(quantization_config):
+            n = min(len(train_data), quantization_config.num_samples or quantization.DEFAULT_CALIBRATION_SAMPLES)
             texts = (train_part.texts + calibration.texts)[:n]
             full_calib, seg_calib = [], [[] for _ in segments]
             for feeds in _batched_feeds(engine, tokenizer, texts, max_length, batch_size=1):

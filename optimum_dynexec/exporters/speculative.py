@@ -8,6 +8,10 @@ import json
 import logging
 from pathlib import Path
 
+from optimum.intel import OVModelForCausalLM
+from transformers import AutoConfig, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
 from ..configuration import SpeculativeConfig
 from ..eagle import OVEagleDraft, is_eagle_folder
 from ..training.eagle import METRICS_FILE, WEIGHTS_FILE, load_eagle
@@ -20,9 +24,6 @@ DRAFT_DIR = "draft"
 
 
 def _check_causal_lm(path: Path, role: str):
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"The {role} {path} is not a transformers model folder (no config.json).")
     config = AutoConfig.from_pretrained(path)
@@ -39,8 +40,6 @@ def _check_causal_lm(path: Path, role: str):
 
 def check_same_tokenizer(target: Path, draft: Path) -> None:
     """Raises `ValueError` unless the draft's tokenizer maps every token to the same id as the target's."""
-    from transformers import AutoTokenizer
-
     t_vocab = AutoTokenizer.from_pretrained(target).get_vocab()
     d_vocab = AutoTokenizer.from_pretrained(draft).get_vocab()
     if t_vocab != d_vocab:
@@ -56,14 +55,17 @@ def is_eagle_draft(path: Path) -> bool:
     return (path / WEIGHTS_FILE).is_file() or is_eagle_folder(path)
 
 
+def draft_type_of(draft_model: str | Path) -> str:
+    """`"eagle"` for an EAGLE head (see `is_eagle_draft`), else `"model"` (a draft causal LM)."""
+    return "eagle" if is_eagle_draft(Path(draft_model)) else "model"
+
+
 def export_eagle_for(target: Path, draft: Path, output: Path, quantization_config=None) -> None:
     """Writes the EAGLE head in `draft` (a training run or an exported head) to `output`, checked against `target`.
 
     Raises:
         `ValueError`: when the head was trained for a model of another hidden size or vocabulary.
     """
-    from transformers import AutoConfig
-
     config = AutoConfig.from_pretrained(target)
     if is_eagle_folder(draft):
         head = OVEagleDraft.from_pretrained(draft, compile=False)
@@ -87,15 +89,34 @@ def export_eagle_for(target: Path, draft: Path, output: Path, quantization_confi
 
 
 def export_causal_lm(path: Path, output: Path, quantization_config=None) -> None:
-    """A stateful optimum-intel export of one causal LM with its tokenizer."""
-    from optimum.intel import OVModelForCausalLM
-    from transformers import AutoTokenizer
+    """A stateful optimum-intel export of one causal LM with its tokenizer, compressed by optimum-intel itself.
 
-    model = OVModelForCausalLM.from_pretrained(
-        path, export=True, compile=False, quantization_config=quantization_config
-    )
+    Raises:
+        `ValueError`: when a compressed layer's width does not fit the group size (see `--group-size-fallback`).
+    """
+    with quantization.explain_group_size_errors():
+        model = OVModelForCausalLM.from_pretrained(
+            path, export=True, compile=False, quantization_config=quantization_config
+        )
     model.save_pretrained(output)
     AutoTokenizer.from_pretrained(path).save_pretrained(output)
+
+
+def _check_calibration(quantization_config, role: str, eagle: bool) -> None:
+    if quantization_config is None or not quantization.needs_calibration(quantization_config):
+        return
+    record = quantization.describe(quantization_config)
+    if eagle:
+        raise ValueError(
+            f"The EAGLE draft head is compressed without calibration data, and {record} needs some: give it "
+            "data-free weight compression (--draft-weight-format, without --scale-estimation, --gptq, "
+            "--lora-correction or an activation-based --sensitivity-metric)."
+        )
+    if getattr(quantization_config, "dataset", None) is None:
+        raise ValueError(
+            f"The {role}'s compression {record} calibrates on data: give --dataset (one of optimum-intel's, e.g. "
+            "auto or wikitext2, or a .txt file of texts)."
+        )
 
 
 def export_speculative(
@@ -114,23 +135,25 @@ def export_speculative(
         draft_model (`str` or `Path`, *optional*): the draft, a local transformers folder sharing the target's
             tokenizer, or an EAGLE head for the target (a `training.eagle` run or an exported head). Without it the
             folder drafts by prompt lookup (`config.prompt_lookup_num_tokens`).
-        config (`SpeculativeConfig`, *optional*): the lookahead policy; by default a heuristic schedule starting at
-            5 tokens with a draft-confidence stop at 0.4 (or prompt lookup of 5 tokens without a draft).
-        quantization_config, draft_quantization_config (`OVWeightQuantizationConfig`, *optional*): NNCF weight
-            compression of the target and of the draft, chosen independently.
+        config (`SpeculativeConfig`, *optional*): the lookahead policy; by default the drafter's own
+            (`SpeculativeConfig.for_drafter`, as `optimum-cli export dynexec` without lookahead flags): a draft
+            model's or an EAGLE head's `DRAFTER_DEFAULTS`, or prompt lookup of `PROMPT_LOOKUP_NUM_TOKENS` tokens
+            without a draft.
+        quantization_config, draft_quantization_config (optimum-intel quantization config, *optional*): NNCF
+            compression of the target and of the draft, chosen independently (see
+            `quantization.quantization_config_from_flags`). Causal LMs are compressed by optimum-intel itself, which
+            calibrates on the config's `dataset` when it quantizes activations or runs a data-driven algorithm; an
+            EAGLE head takes data-free weight compression.
 
     Raises:
         `FileNotFoundError`: when a model folder does not exist.
-        `ValueError`: when a folder is not a causal LM, the tokenizers differ, or the config is inconsistent.
+        `ValueError`: when a folder is not a causal LM, the tokenizers differ, the config is inconsistent, or a
+            compression needs calibration data it does not have.
     """
     target, output = Path(model_name_or_path), Path(output)
     _check_causal_lm(target, "target")
     if config is None:
-        config = (
-            SpeculativeConfig()
-            if draft_model is not None
-            else SpeculativeConfig(draft=None, prompt_lookup_num_tokens=5)
-        )
+        config = SpeculativeConfig.for_drafter(draft_type_of(draft_model) if draft_model is not None else None)
     if draft_model is not None:
         if config.draft is None:
             raise ValueError("A draft model was given but the config drafts by prompt lookup.")
@@ -145,9 +168,9 @@ def export_speculative(
             check_same_tokenizer(target, draft)
     elif config.draft is not None:
         raise ValueError("The config names a draft folder but no --draft-model was given.")
-    for qc in (quantization_config, draft_quantization_config):
-        if qc is not None and quantization.needs_calibration(qc):
-            raise ValueError("Causal LMs take weight-only compression here: use --weight-format, not --quant-mode.")
+    _check_calibration(quantization_config, "target", eagle=False)
+    if draft_model is not None:
+        _check_calibration(draft_quantization_config, "draft", eagle=config.draft_type == "eagle")
     config.quantization = {
         "target": quantization.describe(quantization_config),
         "draft": quantization.describe(draft_quantization_config) if draft_model else None,

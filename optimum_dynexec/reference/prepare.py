@@ -192,7 +192,10 @@ def _causal_lm_export(source: Path, name: str, weight_format: str) -> Path:
     out = _export_path(name, weight_format)
     if not (out / "openvino_model.xml").exists():
         with building(out) as tmp:
-            export_causal_lm(source, tmp, quantization_config_from_flags(weight_format=weight_format))
+            # SmolLM2's hidden width (576) is not a multiple of INT4's group size 128: optimum-intel's
+            # `--group-size-fallback adjust` picks a group size per layer instead of refusing the export
+            options = {"group_size_fallback": "adjust"} if weight_format == "int4" else {}
+            export_causal_lm(source, tmp, quantization_config_from_flags(weight_format=weight_format, **options))
     return out
 
 
