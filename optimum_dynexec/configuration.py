@@ -346,12 +346,18 @@ def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | SpeculativeConf
     """Reads `dynexec_config.json` from a model folder, or returns `None` when the folder has none.
 
     Raises:
-        `ValueError`: when the file names an unknown technique or holds invalid values.
+        `ValueError`: when the file is not a JSON object, names an unknown technique or holds invalid values (the
+            message names the file).
     """
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): re-export the model or repair the file.") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
     technique = data.get("technique")
     if technique not in TECHNIQUES:
         raise ValueError(f"{path} names unknown technique {technique!r}; known: {sorted(TECHNIQUES)}.")

@@ -161,6 +161,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 raise ValueError(f"`{name}` must be a positive number of tokens, got {value!r}.")
         input_ids = kwargs.get("input_ids", inputs)
         if input_ids is not None:
+            self._check_input_ids(input_ids, kwargs.get("attention_mask"))
             self._check_length(input_ids.shape[-1], kwargs, generation_config)
         if speculative:
             if not self.stateful:
@@ -279,6 +280,32 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             return kwargs, assistant_model
         kwargs = {**self.speculative_config.generate_kwargs(), **kwargs}
         return kwargs, self.draft
+
+    def _check_input_ids(self, input_ids, attention_mask=None) -> None:
+        """Raises `ValueError` for what OpenVINO would fail on deep inside, or silently decode: an empty prompt, ids
+        outside the vocabulary, a mask of another shape."""
+        ids = torch.as_tensor(input_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(ids.shape)}.")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(
+                f"The prompt is empty (input_ids of shape {tuple(ids.shape)}): give at least one token, e.g. the "
+                "tokenizer's BOS token."
+            )
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must be integer token ids, got {ids.dtype}.")
+        vocab = getattr(self.config, "vocab_size", None)
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or (vocab is not None and high >= vocab):
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"Token id {bad} is outside the model's vocabulary of {vocab} tokens (ids 0 to {vocab - 1}): was the "
+                "prompt made by another model's tokenizer?"
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(ids.shape):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(ids.shape)}."
+            )
 
     def _check_length(self, prompt_length: int, kwargs: dict, generation_config) -> None:
         limit = getattr(self.config, "max_position_embeddings", None)

@@ -96,3 +96,15 @@ def test_drafter_defaults_live_in_the_config():
 def test_drafter_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         SpeculativeConfig.for_drafter(*args, **kwargs)
+
+
+@pytest.mark.parametrize("text", ['{"technique": "early-exit", ', "[1, 2]", "\udcff"], ids=["cut", "list", "bytes"])
+def test_corrupt_config_names_the_file(tmp_path, text):
+    path = tmp_path / CONFIG_NAME
+    if text == "\udcff":
+        path.write_bytes(b"\xff\xfe{")
+    else:
+        path.write_text(text)
+    with pytest.raises(ValueError, match=CONFIG_NAME) as error:
+        load_dynexec_config(tmp_path)
+    assert str(path) in str(error.value)

@@ -152,3 +152,23 @@ def test_errors(folders, target, draft):
         target.generate(input_ids=ids, assistant_model=object())
     with pytest.raises(ValueError, match="context"):
         target.generate(input_ids=ids, max_new_tokens=1000)
+
+
+@pytest.mark.parametrize("speculate", [{}, {"prompt_lookup_num_tokens": 3}], ids=["plain", "prompt lookup"])
+def test_bad_prompts_are_refused_with_a_message(target, speculate):
+    ids = prompts(1)[0]
+    vocab = target.config.vocab_size
+    with pytest.raises(ValueError, match="prompt is empty"):
+        target.generate(input_ids=ids[:, :0], max_new_tokens=4, **speculate)
+    for bad in (vocab, vocab + 1000, -1):
+        wrong = ids.clone()
+        wrong[0, -1] = bad
+        with pytest.raises(ValueError, match=f"Token id {bad} is outside the model's vocabulary of {vocab}"):
+            target.generate(input_ids=wrong, max_new_tokens=4, **speculate)
+    with pytest.raises(ValueError, match="integer token ids"):
+        target.generate(input_ids=ids.float(), max_new_tokens=4, **speculate)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        target.generate(input_ids=ids, attention_mask=torch.ones(1, ids.shape[1] + 1), max_new_tokens=4, **speculate)
+    # the model still decodes after refusing
+    out = target.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, **speculate)
+    assert out.shape[1] == ids.shape[1] + 4
