@@ -99,3 +99,27 @@ def test_old_module_names_warn_and_resolve_to_the_moved_module(old, new):
     assert module is importlib.import_module(new)
     assert module.__spec__.name == new
     assert any(issubclass(w.category, FutureWarning) and new in str(w.message) for w in caught)
+
+
+def test_a_failed_step_stops_the_diffusion_process_at_once(empty_cache, monkeypatch):
+    class Child:
+        terminated = False
+
+        def __init__(self, *args, **kwargs):
+            Child.instance = self
+
+        def terminate(self):
+            self.terminated = True
+
+        def wait(self):
+            return -15 if self.terminated else 0
+
+    def fail(names):
+        raise RuntimeError("llm-base broke")
+
+    monkeypatch.setattr(prepare.subprocess, "Popen", Child)
+    monkeypatch.setattr(prepare, "run_steps", fail)
+    monkeypatch.setattr(prepare.torch, "set_num_threads", lambda n: None)
+    with pytest.raises(RuntimeError, match="llm-base broke"):
+        prepare.main(["all", "--jobs", "2"])
+    assert Child.instance.terminated

@@ -396,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
         try:
             run_steps(names)
-        finally:
-            code = child.wait()
+        except BaseException:  # fail at once: the diffusion models are of no use to a preparation that failed
+            logger.error("a step failed: stopping the diffusion process (its finished models stay cached)")
+            child.terminate()
+            child.wait()
+            raise
+        code = child.wait()
         if code:
             raise SystemExit(f"preparing the diffusion models failed (exit {code}); see {log}")
         return 0
