@@ -94,6 +94,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     paged_verification: bool = True
     # calls without a proposal go through a second compilation of the paged form (a few tens of MB); False: padded
     paged_single_steps: bool = True
+    # what the last generate() call's lean loop did (`SpeculativeStats`); None after a call that took another path
     last_speculative_stats = None
     _draft_schedules = None  # draft -> (settings, LookaheadSchedule) kept across calls for the "heuristic" schedule
 
@@ -153,6 +154,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 the model's context.
             `TypeError`: when `assistant_model` is not a causal LM.
         """
+        self.last_speculative_stats = None  # set again only by the lean loop: never a previous call's figures
         kwargs, assistant_model = self._apply_default_speculation(inputs, kwargs, assistant_model)
         lookahead = _lookahead_arguments(kwargs, generation_config)
         speculative = assistant_model is not None or lookahead.get("prompt_lookup_num_tokens") is not None

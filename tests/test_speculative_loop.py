@@ -108,11 +108,12 @@ def test_generate_routes_plain_greedy_to_the_lean_loop(models):
         kwargs = dict(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=30, do_sample=False)
         reference = target.generate(**kwargs)
         for extra in ({"assistant_model": draft}, {"prompt_lookup_num_tokens": 3}):
-            target.last_speculative_stats = None
             assert torch.equal(target.generate(**kwargs, **extra), reference)
             assert target.last_speculative_stats is not None, "plain greedy speculation should take the lean loop"
+            target.generate(**kwargs)
+            assert target.last_speculative_stats is None, "a call that does not speculate clears the last stats"
+            target.generate(**kwargs, **extra)
             target.use_lean_loop = False
-            target.last_speculative_stats = None
             try:
                 assert torch.equal(target.generate(**kwargs, **extra), reference)
                 assert target.last_speculative_stats is None
