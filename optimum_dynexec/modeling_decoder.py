@@ -304,10 +304,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 f"Token id {bad} is outside the model's vocabulary of {vocab} tokens (ids 0 to {vocab - 1}): was the "
                 "prompt made by another model's tokenizer?"
             )
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(ids.shape):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; input_ids has {tuple(ids.shape)}."
-            )
+        mask_shape = None if attention_mask is None else tuple(torch.as_tensor(attention_mask).shape)
+        if mask_shape is not None and mask_shape != tuple(ids.shape):
+            raise ValueError(f"attention_mask has shape {mask_shape}; input_ids has {tuple(ids.shape)}.")
 
     def _check_length(self, prompt_length: int, kwargs: dict, generation_config) -> None:
         limit = getattr(self.config, "max_position_embeddings", None)
