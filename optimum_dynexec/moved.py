@@ -1,4 +1,4 @@
-"""Deprecated module names of the proving ground, which moved into `optimum_dynexec.reference`.
+"""Deprecated module names of the proving ground, which moved into its own subpackage (`_NEW_HOME`).
 
 `import optimum_dynexec.prepare` (and `python -m optimum_dynexec.prepare`) still work for one release: they warn
 with a `FutureWarning` naming the new module and give that module itself. The library never imports these names;
@@ -13,21 +13,24 @@ import importlib.util
 import sys
 import warnings
 
-MOVED = {
-    "optimum_dynexec.prepare": "optimum_dynexec.reference.prepare",
-    "optimum_dynexec.prepare_diffusion": "optimum_dynexec.reference.diffusion",
-    "optimum_dynexec.austen": "optimum_dynexec.reference.austen",
-    "optimum_dynexec.fashion_mnist": "optimum_dynexec.reference.fashion_mnist",
-    "optimum_dynexec.benchmark": "optimum_dynexec.reference.benchmark",
-    "optimum_dynexec.benchmark.__main__": "optimum_dynexec.reference.benchmark.__main__",
-    "optimum_dynexec.benchmark.early_exit": "optimum_dynexec.reference.benchmark.early_exit",
-    "optimum_dynexec.benchmark.speculative": "optimum_dynexec.reference.benchmark.speculative",
-    "optimum_dynexec.benchmark.stepsaver": "optimum_dynexec.reference.benchmark.stepsaver",
-    "optimum_dynexec.benchmark.timing": "optimum_dynexec.reference.benchmark.timing",
-    "optimum_dynexec.demo": "optimum_dynexec.reference.demo",
-    "optimum_dynexec.training.judge": "optimum_dynexec.reference.judge",
-    "optimum_dynexec.training.text_to_image": "optimum_dynexec.reference.text_to_image",
+_NEW_HOME = "reference"  # the proving ground's subpackage, loaded only when a user asks for an old name
+_PACKAGE = __name__.rpartition(".")[0]
+_RELOCATED = {
+    "prepare": "prepare",
+    "prepare_diffusion": "diffusion",
+    "austen": "austen",
+    "fashion_mnist": "fashion_mnist",
+    "benchmark": "benchmark",
+    "benchmark.__main__": "benchmark.__main__",
+    "benchmark.early_exit": "benchmark.early_exit",
+    "benchmark.speculative": "benchmark.speculative",
+    "benchmark.stepsaver": "benchmark.stepsaver",
+    "benchmark.timing": "benchmark.timing",
+    "demo": "demo",
+    "training.judge": "judge",
+    "training.text_to_image": "text_to_image",
 }
+MOVED = {f"{_PACKAGE}.{old}": f"{_PACKAGE}.{_NEW_HOME}.{new}" for old, new in _RELOCATED.items()}
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -407,8 +407,8 @@ def train_draft(
             the `checkpoint` sub-folder; a run that finds a checkpoint there resumes from it.
         config: the run's settings (defaults: `DraftConfig()`).
         target_dir: the target causal LM folder (a transformers folder; required).
-        texts: `{name: text}` to distil on, used as given (required; the reference recipe,
-            `optimum_dynexec.reference.prepare`, passes Jane Austen's novels without the benchmark's passages).
+        texts: `{name: text}` to distil on, used as given (required; the proving ground's recipe passes Jane
+            Austen's novels without the benchmark's passages).
 
     Returns:
         `output_dir` as a `Path`.
