@@ -23,15 +23,17 @@ $(STAMP): setup.py Makefile
 # The cache keys every model by its budget, so the two never stand in for each other.
 PRESET ?= $(OPTIMUM_DYNEXEC_PRESET)
 PRESET_FLAG := $(if $(PRESET),--preset $(PRESET))
+# which preparation steps (or groups) `make models` builds: `all`, or e.g. STEPS="llm-base early-exit"
+STEPS ?= all
 
 models: install debian-data
-	$(PY) -m optimum_dynexec.reference.prepare all --jobs 2 $(PRESET_FLAG) $(PREPARE_ARGS)
+	$(PY) -m optimum_dynexec.reference.prepare $(STEPS) --jobs 2 $(PRESET_FLAG) $(PREPARE_ARGS)
 
 debian-data:
 	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); }
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # the demo prepares the models in the background and shows each technique as soon as its models are ready
 demo: install debian-data

@@ -25,7 +25,10 @@ def test_presets_key_every_trained_model(empty_cache, monkeypatch):
     assert prepare.eagle_run_dir(full) != prepare.eagle_run_dir(ci)
     assert "-m24-" in prepare.draft_run_dir(full).name and "-m4-" in prepare.draft_run_dir(ci).name
     full_classifier = prepare.sentiment_classifier_dir()
+    full_exits = prepare.early_exit_export_dir("fp32", classifier=full_classifier)
     monkeypatch.setenv(budgets.PRESET_ENV, "ci")
+    # the exit heads' text budget keys the export even for the same classifier
+    assert prepare.early_exit_export_dir("fp32", classifier=full_classifier) != full_exits
     assert budgets.active_budget() == ci
     assert prepare.sentiment_classifier_dir() != full_classifier
     assert prepare.early_exit_export_dir("fp32") != prepare.early_exit_export_dir("fp32", classifier=full_classifier)
@@ -47,6 +50,8 @@ def test_bad_presets_and_budgets_are_refused(monkeypatch):
         budgets.active_budget()
     with pytest.raises(ValueError, match="draft_minutes"):
         budgets.Budget(draft_minutes=0)
+    with pytest.raises(ValueError, match="exit_head_texts"):
+        budgets.Budget(exit_head_texts=-1)
     with pytest.raises(ValueError, match="Unknown step 'everything'"):
         prepare.expand_steps(["everything"])
 

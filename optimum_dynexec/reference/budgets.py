@@ -24,6 +24,8 @@ class Budget:
     Args:
         classifier_samples (`int`, defaults to 12000): training tweets the MiniLM sentiment classifier sees.
         classifier_epochs (`float`, defaults to 1): its passes over them.
+        exit_head_texts (`int`, *optional*): training tweets the exit heads are distilled and calibrated on (default:
+            the whole train split, 18,244 tweets).
         draft_minutes (`float`, defaults to 24): wall-time cap of the SmolLM2 draft distillation.
         draft_continuations (`int`, defaults to 256): prompts SmolLM2 continues greedily for its draft's data.
         eagle_minutes (`float`, defaults to 14): wall-time cap of the SmolLM2 EAGLE head training.
@@ -34,6 +36,7 @@ class Budget:
 
     classifier_samples: int = 12000
     classifier_epochs: float = 1.0
+    exit_head_texts: int | None = None
     draft_minutes: float = 24.0
     draft_continuations: int = 256
     eagle_minutes: float = 14.0
@@ -43,7 +46,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if getattr(self, f.name) <= 0:
+            if getattr(self, f.name) is not None and getattr(self, f.name) <= 0:
                 raise ValueError(f"Budget.{f.name} must be positive, got {getattr(self, f.name)}.")
 
     def to_dict(self) -> dict:
@@ -54,10 +57,11 @@ PRESETS: dict[str, Budget] = {
     "full": Budget(),
     "ci": Budget(
         classifier_samples=4000,
+        exit_head_texts=5000,
         draft_minutes=4.0,
         draft_continuations=64,
-        eagle_minutes=5.0,
-        eagle_windows=400,
+        eagle_minutes=3.5,
+        eagle_windows=250,
         step_prompts=120,
         step_seeds=1,
     ),

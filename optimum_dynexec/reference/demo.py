@@ -32,7 +32,7 @@ POLL_SECONDS = 10.0
 # minutes each preparation step took on a fresh 2-core machine, used until this cache has its own timings
 FIRST_GUESS_MINUTES = {
     "full": {"llm-base": 2, "early-exit": 22, "draft": 30, "eagle": 22, "diffusion": 45},
-    "ci": {"llm-base": 2, "early-exit": 23, "draft": 8, "eagle": 10, "diffusion": 31},  # a fresh 2-core run
+    "ci": {"llm-base": 2, "early-exit": 15, "draft": 8, "eagle": 8, "diffusion": 31},  # a fresh 2-core run
 }
 
 

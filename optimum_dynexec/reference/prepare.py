@@ -114,7 +114,9 @@ def early_exit_export_dir(
 ) -> Path:
     """Where `prepare_early_exit_export` puts the exported early-exit model for these settings."""
     classifier = classifier or sentiment_classifier_dir()
+    texts = active_budget().exit_head_texts
     name = f"{classifier.name}-early-exit-{quantization}-agree{target_agreement:g}-exits-auto"
+    name += f"-t{texts}" if texts else ""  # the whole train split keeps the name it always had
     return cache_dir("exports") / name
 
 
@@ -146,6 +148,7 @@ def prepare_early_exit_export(
             train_file=cache_dir("data", f"sentiment-seed{seed}") / "train.csv",
             target_agreement=target_agreement,
             quantization_config=quantization_config_from_flags(**flags[quantization]),
+            max_train_samples=active_budget().exit_head_texts,
             seed=seed,
         )
     return out
