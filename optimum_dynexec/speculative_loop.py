@@ -1,10 +1,11 @@
-"""A lean greedy speculative loop over OpenVINO infer requests: draft, verify, accept, roll back.
+"""A lean speculative loop over OpenVINO infer requests: draft, verify, accept, roll back.
 
 transformers' assisted generation runs a full `generate()` of the draft per target call; this loop calls the infer
 requests directly, so the Python cost per target call stays small. The target verifies through its paged-attention
-form (`paged_runner.PagedRunner`) when it has one, else through its stateful request (`StatefulRunner`); drafts run
-on their stateful requests. Greedy only: its output is the target's own greedy continuation, token for token (exact
-f32).
+form (`paged_runner.PagedRunner`) when it has one, else through its stateful request (`StatefulRunner`); drafters
+(`drafters`) run on their own stateful requests. Tokens are picked by a `sampling.TokenSampler` (the call's logits
+processors, greedy or sampled): greedy output is the target's own greedy continuation, token for token (exact f32),
+sampled output follows the target's processed distribution.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import openvino as ov
+import torch
+from transformers import StoppingCriteriaList
 
+from .drafters import Drafter, make_drafter
 from .paged_runner import PagedRunner
-from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
+from .policies.lookahead import LookaheadSchedule
 from .policies.width import VerifyWidth, pad_to_width
+from .sampling import TokenSampler
 from .target_graph import HIDDEN_OUTPUT, LOGITS_TO_KEEP, prepare_lean_model
 
 logger = logging.getLogger(__name__)
@@ -105,6 +110,116 @@ class SpeculativeStats:
     accepted: int = 0
 
 
+def speculative_decode(
+    target,
+    input_ids: np.ndarray,
+    drafter: Drafter,
+    max_length: int,
+    sampler: TokenSampler | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    eos_token_id: int | list[int] | None = None,
+    streamer=None,
+    pad_patience: int = 2,
+    paged: bool = True,
+    single_steps: bool = True,
+) -> tuple[np.ndarray, SpeculativeStats]:
+    """Decodes `target` with tokens proposed by `drafter`: draft, verify in one target call, accept, roll back.
+
+    Whatever the drafter proposes, the output follows the target: its greedy text (processed argmax) when `sampler`
+    is greedy, its processed distribution when it samples (`sampling.TokenSampler.accept`).
+
+    Args:
+        target (`OVModelForCausalLM`): the stateful OpenVINO model whose text comes out.
+        input_ids (`np.ndarray` of shape `(1, length)`): the prompt.
+        drafter (`drafters.Drafter`): proposes tokens and learns from what was accepted.
+        max_length (`int`): the prompt and the new tokens together stop at this length.
+        sampler (`TokenSampler`, *optional*): logits processors, greedy or sampling (default: greedy, raw logits).
+        stopping_criteria (`StoppingCriteriaList`, *optional*): transformers' criteria (EOS, stop strings, time,
+            custom), checked after every token as plain decoding does (given `None` for `scores`); without them the
+            loop stops at `eos_token_id`.
+        eos_token_id: stop after any of these tokens (when no `stopping_criteria` are given).
+        streamer (*optional*): receives each accepted block of tokens with `put`, and `end()` at the end (the
+            prompt is not sent: `generate()` sends it).
+        pad_patience (`int`): verification calls shorter than the last one are padded to its width (masked
+            positions) up to this many times in a row, since a stable input shape is cheaper (`VerifyWidth`); `0`
+            never pads. The output does not depend on it.
+        paged (`bool`): verify with the target's paged-attention form (`paged_runner.PagedRunner`): cheaper
+            multi-token calls, free rollback, and calls without a proposal through a request of their own (never
+            padded); `False` (or a model without that form) uses its stateful request.
+        single_steps (`bool`): with the paged form, calls without a proposal go through a compilation of their own
+            (`PagedRunner(single_steps=True)`); `False`: through the verifying request, padded as `pad_patience` says.
+
+    Returns:
+        `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"The speculative loop decodes one sequence, got input_ids of shape {input_ids.shape}.")
+    sampler = sampler or TokenSampler()
+    hidden = drafter.needs_hidden_states
+    seq = [int(t) for t in input_ids[0]]
+    stops = _StopCheck(seq, max_length, stopping_criteria, eos_token_id)
+    stats = SpeculativeStats()
+    runner = _target_runner(target, hidden, paged, single_steps)
+    runner.reset()
+    # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
+    out = runner.infer(np.asarray(seq), keep=1)
+    seq.append(sampler.pick(np.asarray(seq), out["logits"][0, -1])[0])
+    done = stops(seq)
+    if streamer is not None:
+        streamer.put(torch.tensor(seq[-1:]))
+    drafter.begin(seq, out[HIDDEN_OUTPUT][0] if hidden else None)
+    widths = VerifyWidth(pad_patience)
+    while not done:
+        proposal = drafter.propose(seq, max_length - len(seq) - 1, sampler)
+        # Verify: the target reads the last token and the proposal in one call.
+        # (a paged target verifies and steps through separate requests, so a lone token needs no padding)
+        width = None if not len(proposal) and runner.single_steps else widths(len(proposal) + 1)
+        out = runner.infer(np.asarray([seq[-1], *proposal.tokens.tolist()]), width=width)
+        stats.target_calls += 1
+        # Accept: what the target keeps of the proposal, and its own token after that.
+        n, token = sampler.accept(np.asarray(seq + proposal.tokens.tolist()), proposal, out["logits"][0])
+        new = [*proposal.tokens[:n].tolist(), token]
+        stats.proposed += len(proposal)
+        stats.accepted += n
+        # Update: roll the target back to what is now known to be right; the drafter follows.
+        runner.trim(len(seq) + n)
+        drafter.update(seq, proposal, n, new, out[HIDDEN_OUTPUT][0, : n + 1] if hidden else None)
+        kept = []
+        for token in new:
+            kept.append(token)
+            seq.append(token)
+            if stops(seq):
+                done = True
+                break
+        if streamer is not None:
+            streamer.put(torch.tensor(kept))
+    if streamer is not None:
+        streamer.end()
+    if isinstance(runner, StatefulRunner):
+        target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
+    return np.asarray(seq, dtype=np.int64)[None], stats
+
+
+class _StopCheck:
+    """Whether the sequence is finished after its last token: transformers' criteria, or EOS and the length."""
+
+    def __init__(self, prompt: list[int], max_length: int, criteria, eos_token_id):
+        self.max_length, self.criteria = max_length, criteria
+        self.eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+        if criteria:
+            self.ids = torch.zeros(max(max_length, len(prompt)) + 1, dtype=torch.long)
+            self.ids[: len(prompt)] = torch.as_tensor(prompt)
+
+    def __call__(self, seq: list[int]) -> bool:
+        if self.criteria:
+            self.ids[len(seq) - 1] = seq[-1]
+            if bool(self.criteria(self.ids[None, : len(seq)], None).any()):
+                return True
+        elif seq[-1] in self.eos:
+            return True
+        return len(seq) >= self.max_length
+
+
 def speculative_greedy(
     target,
     input_ids: np.ndarray,
@@ -119,102 +234,38 @@ def speculative_greedy(
     single_steps: bool = True,
 ) -> tuple[np.ndarray, SpeculativeStats]:
     """Greedy decoding of `target` with drafts from `draft`, from prompt lookup, or both (prompt lookup where the
-    text so far repeats an n-gram, the draft elsewhere).
+    text so far repeats an n-gram, the draft elsewhere): `speculative_decode` with `drafters.make_drafter`.
 
     Args:
         target (`OVModelForCausalLM`): the stateful OpenVINO model whose greedy text comes out.
-        draft (`OVModelForCausalLM` or `OVEagleDraft`, *optional*): a stateful draft LM sharing the target's
-            vocabulary, or an EAGLE head that drafts from the target's hidden states.
         input_ids (`np.ndarray` of shape `(1, length)`): the prompt.
         max_new_tokens (`int`): tokens to generate at most.
+        draft (`OVModelForCausalLM` or `OVEagleDraft`, *optional*): a stateful draft LM sharing the target's
+            vocabulary, or an EAGLE head that drafts from the target's hidden states.
         prompt_lookup_num_tokens (`int`, *optional*): tokens proposed by prompt lookup; with a draft too, lookup
             proposes whenever it finds a match and the draft drafts otherwise.
         schedule (`LookaheadSchedule`, *optional*): the draft length policy (default: heuristic from 5); prompt
             lookup alone uses it too, with a draft prompt lookup proposes `prompt_lookup_num_tokens`.
         confidence_threshold (`float`): the draft stops once its top probability falls below this.
         eos_token_id: stop after any of these tokens.
-        pad_patience (`int`): verification calls shorter than the last one are padded to its width (masked
-            positions) up to this many times in a row, since a stable input shape is cheaper (`VerifyWidth`); `0`
-            never pads. The output does not depend on it.
-        paged (`bool`): verify with the target's paged-attention form (`paged_runner.PagedRunner`): cheaper
-            multi-token calls, free rollback, and calls without a proposal through a request of their own (never
-            padded); `False` (or a model without that form) uses its stateful request.
-        single_steps (`bool`): with the paged form, calls without a proposal go through a compilation of their own
-            (`PagedRunner(single_steps=True)`); `False`: through the verifying request, padded as `pad_patience` says.
+        pad_patience, paged, single_steps: as in `speculative_decode`.
 
     Returns:
         `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
     """
     if input_ids.ndim != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"speculative_greedy decodes one sequence, got input_ids of shape {input_ids.shape}.")
-    if draft is None and prompt_lookup_num_tokens is None:
-        raise ValueError("Give a draft model or prompt_lookup_num_tokens.")
-    schedule = schedule or LookaheadSchedule(prompt_lookup_num_tokens or 5)
-    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
-    stats = SpeculativeStats()
-    eagle = getattr(draft, "is_eagle", False)
-    if draft is not None and not eagle:
-        prepare_lean_model(draft)
-    runner, draft_runner = (
-        _target_runner(target, eagle, paged, single_steps),
-        StatefulRunner(draft) if draft is not None else None,
+    drafter = make_drafter(draft, prompt_lookup_num_tokens, schedule, confidence_threshold)
+    return speculative_decode(
+        target,
+        input_ids,
+        drafter,
+        input_ids.shape[1] + max_new_tokens,
+        eos_token_id=eos_token_id,
+        pad_patience=pad_patience,
+        paged=paged,
+        single_steps=single_steps,
     )
-    runner.reset()
-    seq = [int(t) for t in input_ids[0]]
-    prompt_length = len(seq)
-    # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
-    out = runner.infer(np.asarray(seq), keep=1)
-    first = int(out["logits"][0, -1].argmax())
-    seq.append(first)
-    pending = _EaglePending()  # (feature, next token) pairs the EAGLE draft has not read yet
-    if eagle:
-        pending.add(seq[1:], out[HIDDEN_OUTPUT][0])
-    if draft_runner is not None:
-        draft_runner.reset()
-    hybrid = draft is not None and prompt_lookup_num_tokens is not None
-    widths = VerifyWidth(pad_patience)
-    while len(seq) - prompt_length < max_new_tokens and seq[-1] not in eos:
-        budget = max_new_tokens - (len(seq) - prompt_length)
-        proposal, from_draft = np.empty(0, dtype=np.int64), False
-        if hybrid and budget > 1:  # prompt lookup first; the draft when no n-gram matches
-            proposal = prompt_lookup_candidates(np.asarray(seq), min(prompt_lookup_num_tokens, budget - 1))
-        k = 0 if len(proposal) else (min(schedule.next(), budget - 1) if budget > 1 else 0)
-        # Draft: up to k tokens after seq.
-        if k > 0 and eagle:
-            proposal, true_length = _eagle_tokens(draft_runner, draft.token_ids, pending, k, confidence_threshold)
-            from_draft = True
-        elif k > 0 and draft_runner is not None:
-            proposal, from_draft = _draft_tokens(draft_runner, seq, k, confidence_threshold), True
-        elif k > 0:
-            proposal = prompt_lookup_candidates(np.asarray(seq), k)
-        # Verify: the target reads the last token and the proposal in one call.
-        # (a paged target verifies and steps through separate requests, so a lone token needs no padding)
-        width = None if not len(proposal) and runner.single_steps else widths(len(proposal) + 1)
-        out = runner.infer(np.asarray([seq[-1], *proposal.tolist()]), width=width)
-        stats.target_calls += 1
-        choice = out["logits"][0, : len(proposal) + 1].argmax(-1)
-        # Accept: the proposal's longest prefix the target agrees with, plus the target's next token.
-        n = int(np.cumprod(proposal == choice[: len(proposal)]).sum()) if len(proposal) else 0
-        new = [*proposal[:n].tolist(), int(choice[n])]
-        stats.proposed += len(proposal)
-        stats.accepted += n
-        if from_draft or draft is None:
-            schedule.update(len(proposal), n)
-        # Update: roll both caches back to what is now known to be right.
-        runner.trim(len(seq) + n)
-        if eagle:
-            if from_draft and len(proposal):
-                draft_runner.trim(true_length)  # drop the entries made from the draft's own features
-            pending.add(new, out[HIDDEN_OUTPUT][0, : n + 1])
-        elif draft_runner is not None:
-            draft_runner.trim(len(seq) + n)
-        for token in new:
-            seq.append(token)
-            if token in eos or len(seq) - prompt_length >= max_new_tokens:
-                break
-    if isinstance(runner, StatefulRunner):
-        target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
-    return np.asarray(seq, dtype=np.int64)[None], stats
 
 
 def _target_runner(target, hidden_states: bool, paged: bool, single_steps: bool):
@@ -226,62 +277,3 @@ def _target_runner(target, hidden_states: bool, paged: bool, single_steps: bool)
             logger.warning("%s: verifying through the stateful model.", error)
     prepare_lean_model(target, hidden_states=hidden_states)
     return StatefulRunner(target)
-
-
-def _top_probability(logits: np.ndarray, token: int) -> float:
-    return float(1.0 / np.exp(logits - logits[token]).sum())
-
-
-def _draft_tokens(runner: StatefulRunner, seq: list[int], k: int, confidence_threshold: float) -> np.ndarray:
-    """Greedy draft of up to `k` tokens after `seq`; the draft first reads what its cache is missing."""
-    pending = np.asarray(seq[runner.length :])
-    out = []
-    for _ in range(k):
-        logits = runner(pending, keep=1)[-1]
-        token = int(logits.argmax())
-        if confidence_threshold > 0.0 and _top_probability(logits, token) < confidence_threshold:
-            break
-        out.append(token)
-        pending = np.asarray([token])
-    return np.asarray(out, dtype=np.int64)
-
-
-class _EaglePending:
-    """The target's features and the tokens after them, waiting to be read by the EAGLE draft."""
-
-    def __init__(self):
-        self.tokens: list[int] = []
-        self.features: list[np.ndarray] = []
-
-    def add(self, tokens: list[int], features: np.ndarray) -> None:
-        self.tokens.extend(tokens)
-        self.features.append(features)
-
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        tokens, features = np.asarray(self.tokens, dtype=np.int64), np.concatenate(self.features)
-        self.tokens, self.features = [], []
-        return tokens, features
-
-
-def _eagle_tokens(
-    runner: StatefulRunner, token_ids: np.ndarray, pending: _EaglePending, k: int, confidence_threshold: float
-) -> tuple[np.ndarray, int]:
-    """Up to `k` EAGLE draft tokens: the head reads the pending target features, then its own predictions.
-
-    Returns:
-        `(proposal, true_length)`: the drafted target token ids, and the draft cache length holding only entries
-        made from the target's features (to roll back to after verification).
-    """
-    tokens, features = pending.take()
-    out = runner.infer(tokens, hidden_states=features[None].astype(np.float32, copy=False))
-    true_length = runner.length
-    drafted = []
-    for step in range(k):
-        logits, feature = out["logits"][0, -1], out["features"][0, -1:]
-        best = int(logits.argmax())
-        if confidence_threshold > 0.0 and _top_probability(logits, best) < confidence_threshold:
-            break
-        drafted.append(int(token_ids[best]))
-        if step + 1 < k:
-            out = runner.infer(np.asarray(drafted[-1:]), hidden_states=feature[None])
-    return np.asarray(drafted, dtype=np.int64), true_length

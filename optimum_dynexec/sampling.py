@@ -1,0 +1,141 @@
+"""How the speculative loop turns logits into tokens: the user's logits processors, greedy or sampled, and the
+acceptance rule that keeps the target's distribution (speculative rejection sampling).
+
+The same `LogitsProcessorList` (transformers' own, built by `generate()` from the user's settings: temperature,
+top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens, any custom processor) shapes the
+target's scores at every verified position and the drafter's scores at every drafted one, each on the tokens before
+that position. Greedy decoding takes the processed argmax; sampling accepts a drafted token `x` with probability
+`min(1, p(x) / q(x))` and on a rejection draws from `norm(max(0, p - q))` (Leviathan et al. 2023, Chen et al. 2023),
+so every output token follows the target's processed distribution `p` whatever the drafter proposes. A deterministic
+drafter (prompt lookup) is a point mass, `q = onehot(x)`. Random draws use torch's global generator, as transformers'
+sampling does, so `torch.manual_seed` (or `transformers.set_seed`) makes a call reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+from transformers.generation.logits_process import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
+
+# processors whose output does not depend on the tokens before the position: one call serves every row
+_PREFIX_FREE = (
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    MinPLogitsWarper,
+    TypicalLogitsWarper,
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+)
+
+
+@dataclass
+class Proposal:
+    """Tokens a drafter proposes after the sequence, and the distribution each was drawn from.
+
+    Attributes:
+        tokens (`np.ndarray` of shape `(k,)`): the proposed token ids.
+        probs (`torch.Tensor` of shape `(k, vocab)`, *optional*): the drafter's processed distribution at each
+            position (what the token was sampled from); `None` for a deterministic drafter (a point mass).
+    """
+
+    tokens: np.ndarray
+    probs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def empty(cls) -> "Proposal":
+        return cls(np.empty(0, dtype=np.int64))
+
+
+class TokenSampler:
+    """Picks tokens from logits as `generate()` would for one call: processors, then argmax or a draw.
+
+    Args:
+        processors (`LogitsProcessorList`, *optional*): transformers' processors for this call (none: raw logits).
+        do_sample (`bool`): draw from the processed distribution instead of taking its argmax.
+    """
+
+    def __init__(self, processors: LogitsProcessorList | None = None, do_sample: bool = False):
+        self.processors = LogitsProcessorList(processors or [])
+        self.do_sample = do_sample
+        self.prefix_free = all(isinstance(p, _PREFIX_FREE) for p in self.processors)
+
+    @property
+    def plain(self) -> bool:
+        """Greedy on raw logits: the loop may take the argmax of the logits directly."""
+        return not self.do_sample and not self.processors
+
+    def scores(self, tokens: np.ndarray, logits: np.ndarray) -> torch.Tensor:
+        """Processed scores `(rows, vocab)` of `logits` `(rows, vocab)`, whose row `i` predicts the token after
+        `tokens[: len(tokens) - rows + 1 + i]` (the last row follows all of `tokens`)."""
+        scores = torch.from_numpy(np.array(logits, dtype=np.float32, ndmin=2))
+        if not self.processors:
+            return scores
+        rows, length = scores.shape[0], len(tokens)
+        ids = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+        if self.prefix_free:
+            return self.processors(ids[None].expand(rows, -1), scores)
+        return torch.cat([self.processors(ids[None, : length - rows + 1 + i], scores[i : i + 1]) for i in range(rows)])
+
+    def pick(self, tokens: np.ndarray, logits: np.ndarray) -> tuple[int, torch.Tensor | None]:
+        """The next token after `tokens` from one row of `logits`, and the distribution it was drawn from (`None`
+        when greedy)."""
+        scores = self.scores(tokens, logits)[-1]
+        if not self.do_sample:
+            return int(scores.argmax()), None
+        probs = torch.softmax(scores, -1)
+        return int(torch.multinomial(probs, 1)), probs
+
+    def confidence(self, logits: np.ndarray, token: int, probs: torch.Tensor | None) -> float:
+        """The drafter's probability of `token` (for `assistant_confidence_threshold`)."""
+        if probs is not None:
+            return float(probs[token])
+        return float(1.0 / np.exp(logits - logits[token]).sum())
+
+    def accept(self, tokens: np.ndarray, proposal: Proposal, logits: np.ndarray) -> tuple[int, int]:
+        """Verifies `proposal` against the target's `logits` `(len(proposal) + 1, vocab)`.
+
+        Args:
+            tokens (`np.ndarray`): the sequence so far followed by the proposal.
+
+        Returns:
+            `(n, token)`: how many proposed tokens are kept, and the target's token after them.
+        """
+        k = len(proposal)
+        if self.plain:
+            choice = logits[: k + 1].argmax(-1)
+            n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0
+            return n, int(choice[n])
+        scores = self.scores(tokens, logits[: k + 1])
+        if not self.do_sample:
+            choice = scores.argmax(-1).numpy()
+            n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0
+            return n, int(choice[n])
+        p = torch.softmax(scores, -1)
+        for i, x in enumerate(proposal.tokens.tolist()):
+            q_x = 1.0 if proposal.probs is None else float(proposal.probs[i, x])
+            if float(torch.rand(())) * q_x < float(p[i, x]):
+                continue
+            if proposal.probs is None:
+                residual = p[i].clone()
+                residual[x] = 0.0
+            else:
+                residual = (p[i] - proposal.probs[i]).clamp_(min=0.0)
+            if float(residual.sum()) <= 0.0:  # p <= q everywhere only when p == q up to rounding
+                residual = p[i]
+            return i, int(torch.multinomial(residual, 1))
+        return k, int(torch.multinomial(p[k], 1))
