@@ -97,7 +97,7 @@ class DraftModelDrafter(Drafter):
         for _ in range(k):
             logits = self.runner(feed, keep=1)[-1]
             token, dist = sampler.pick(np.asarray(seq), logits)
-            if self.confidence_threshold > 0.0 and sampler.confidence(logits, token, dist) < self.confidence_threshold:
+            if self.confidence_threshold > 0.0 and sampler.confidence(logits, dist) < self.confidence_threshold:
                 break
             drafted.append(token)
             probs.append(dist)
@@ -152,7 +152,7 @@ class EagleDrafter(Drafter):
         for step in range(k):
             logits, feature = self._full_vocab(out["logits"][0, -1]), out["features"][0, -1:]
             token, dist = sampler.pick(np.asarray(seq), logits)
-            if self.confidence_threshold > 0.0 and sampler.confidence(logits, token, dist) < self.confidence_threshold:
+            if self.confidence_threshold > 0.0 and sampler.confidence(logits, dist) < self.confidence_threshold:
                 break
             drafted.append(token)
             probs.append(dist)

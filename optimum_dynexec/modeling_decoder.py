@@ -1,13 +1,20 @@
-"""`OVModelForCausalLM` whose stateful KV cache can roll back: assisted generation and prompt lookup work.
+"""`OVModelForCausalLM` that speculates: a draft model, an EAGLE head or prompt lookup in any `generate()` call.
 
 A drop-in for optimum-intel's class of the same name. `generate(assistant_model=...)` and
-`generate(prompt_lookup_num_tokens=k)` run transformers' own speculative loop (its arguments
-`num_assistant_tokens`, `num_assistant_tokens_schedule`, `assistant_confidence_threshold`, `do_sample` are honoured),
-with rejected draft tokens trimmed from the OpenVINO states after each verification.
+`generate(prompt_lookup_num_tokens=k)` run the lean speculative loop (`speculative_loop`) inside transformers'
+`generate()`: transformers prepares the generation config, logits processors and stopping criteria as for plain
+decoding, and the loop honours them all, greedy or sampled (`do_sample`, temperature, top_k, top_p, min_p,
+repetition_penalty, ...), with a streamer, stop strings, several EOS ids, `min_new_tokens` and `max_time`; its
+arguments `num_assistant_tokens`, `num_assistant_tokens_schedule` and `assistant_confidence_threshold` set the
+drafter. A setting the loop cannot serve (beam search, several return sequences, extra outputs, a padded sequence)
+is named in a warning and the call decodes plainly. `use_lean_loop = False` runs transformers' own assisted loop
+instead, with rejected draft tokens trimmed from the OpenVINO states after each verification.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import weakref
 from pathlib import Path
@@ -15,12 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
+from transformers import StoppingCriteriaList
+from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .configuration import SpeculativeConfig, load_dynexec_config
+from .drafters import make_drafter
 from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
 from .policies.lookahead import LookaheadSchedule
-from .speculative_loop import speculative_greedy
+from .sampling import TokenSampler
+from .speculative_loop import speculative_decode
 from .target_graph import LOGITS_TO_KEEP, has_logits_slice
 
 logger = logging.getLogger(__name__)
@@ -34,44 +45,45 @@ def _lookahead_arguments(kwargs: dict, generation_config) -> dict[str, int]:
     return {n: v for n, v in values.items() if v is not None}
 
 
-# generate() arguments the lean greedy loop understands; any other sends the call to transformers' loop
-_LEAN_KWARGS = {
-    "input_ids",
-    "attention_mask",
-    "max_new_tokens",
-    "max_length",
-    "do_sample",
+# arguments that choose the drafter; the lean loop takes them out of the call it hands to transformers
+_SPECULATIVE_KWARGS = {
+    "prompt_lookup_num_tokens",
     "num_assistant_tokens",
     "num_assistant_tokens_schedule",
     "assistant_confidence_threshold",
-    "prompt_lookup_num_tokens",
-    "pad_token_id",
-    "eos_token_id",
-    "use_cache",
 }
 # arguments that only mean something with an assistant model
 _ASSISTANT_KWARGS = {"num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"}
-# generation-config fields that must keep these values for plain greedy decoding (no logits processors)
-_GREEDY_ONLY = {
-    "do_sample": (False, None),
+# generate() arguments beside the generation config's fields that the lean loop serves
+_LEAN_ARGUMENTS = {
+    "input_ids",
+    "attention_mask",
+    "streamer",
+    "logits_processor",
+    "stopping_criteria",
+    "prefix_allowed_tokens_fn",
+    "tokenizer",
+    "use_cache",
+}
+# generation-config fields the lean loop cannot serve, with the values it can
+_LEAN_BLOCKERS = {
     "num_beams": (1, None),
-    "repetition_penalty": (1.0, None),
-    "no_repeat_ngram_size": (0, None),
-    "bad_words_ids": (None,),
-    "min_length": (0, None),
-    "min_new_tokens": (None, 0),
-    "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,),
-    "forced_bos_token_id": (None,),
-    "forced_eos_token_id": (None,),
-    "sequence_bias": (None,),
+    "num_return_sequences": (1, None),
     "return_dict_in_generate": (False, None),
     "output_scores": (False, None),
     "output_logits": (False, None),
-    "renormalize_logits": (False, None),
-    "exponential_decay_length_penalty": (None,),
-    "encoder_repetition_penalty": (1.0, None),
+    "output_attentions": (False, None),
+    "output_hidden_states": (False, None),
+    "guidance_scale": (None, 1.0),
+    "penalty_alpha": (None,),
+    "dola_layers": (None,),
+    "assistant_early_exit": (None,),
 }
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
 
 
 class OVModelForCausalLM(_OVModelForCausalLM):
@@ -176,19 +188,22 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
         if speculative and self.use_lean_loop:
-            lean = self._lean_generate(inputs, generation_config, args, kwargs, assistant_model)
-            if lean is not None:
-                return lean
+            blocker = self._lean_blocker(input_ids, args, kwargs, generation_config)
+            if blocker is None:
+                return self._lean_generate(inputs, generation_config, kwargs, assistant_model)
+            _warn_once(f"The speculative loop does not serve {blocker}: such calls decode plainly, without a drafter.")
+            return super().generate(
+                inputs, generation_config, *args, **{k: v for k, v in kwargs.items() if k not in _SPECULATIVE_KWARGS}
+            )
         if assistant_model is not None and kwargs.get("prompt_lookup_num_tokens") is not None:
             logger.warning(
-                "Prompt lookup and a draft model combine in greedy decoding of one unpadded sequence only: this call "
-                "drafts with the draft model alone."
+                "transformers' assisted loop (use_lean_loop=False) drafts with one drafter: this call drafts with "
+                "the draft model alone."
             )
             kwargs = {k: v for k, v in kwargs.items() if k != "prompt_lookup_num_tokens"}
         if getattr(assistant_model, "is_eagle", False):
             logger.warning(
-                "The EAGLE draft speculates in greedy decoding of one unpadded sequence only (no sampling, logits "
-                "processors or streamers): this call decodes plainly."
+                "The EAGLE draft speculates in the lean loop only (use_lean_loop=True): this call decodes plainly."
             )
             assistant_model = None
             kwargs = {k: v for k, v in kwargs.items() if k not in _ASSISTANT_KWARGS}
@@ -211,25 +226,38 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             out.sequences = out.sequences[:, :limit]
         return out
 
-    def _lean_generate(self, inputs, generation_config, args, kwargs, assistant_model):
-        """Runs `speculative_loop.speculative_greedy` when the call is plain greedy decoding of one unpadded
-        sequence (no logits processors, stopping criteria, streamer or extra outputs); returns `None` otherwise, and
-        transformers' own assisted generation runs instead."""
-        if args or set(kwargs) - _LEAN_KWARGS:
-            return None
-        input_ids = kwargs.get("input_ids", inputs)
+    def _lean_blocker(self, input_ids, args, kwargs: dict, generation_config) -> str | None:
+        """What in this call keeps it off the lean loop (a phrase naming the setting), or `None`."""
+        if args:
+            return "positional arguments after generation_config"
+        config_fields = set(vars(generation_config or self.generation_config))
+        unknown = sorted(set(kwargs) - _LEAN_ARGUMENTS - _SPECULATIVE_KWARGS - config_fields)
+        if unknown:
+            return f"the argument {unknown[0]!r}"
+        if input_ids is None:
+            return "inputs other than input_ids"
         mask = kwargs.get("attention_mask")
-        if input_ids is None or input_ids.shape[0] != 1 or (mask is not None and not bool(mask.all())):
-            return None
+        if mask is not None and not bool(torch.as_tensor(mask).all()):
+            return "a padded sequence (attention_mask with zeros)"
         config, _ = self._prepare_generation_config(
-            generation_config,
-            **{k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")},
+            copy.deepcopy(generation_config),
+            **{k: v for k, v in kwargs.items() if k not in _LEAN_ARGUMENTS},
         )
-        if any(getattr(config, name, None) not in allowed for name, allowed in _GREEDY_ONLY.items()):
-            return None
-        max_new = config.max_new_tokens
-        if max_new is None:
-            max_new = config.max_length - input_ids.shape[-1]
+        for name, allowed in _LEAN_BLOCKERS.items():
+            value = getattr(config, name, None)
+            if value not in allowed:
+                return f"{name}={value!r}"
+        return None
+
+    def _lean_generate(self, inputs, generation_config, kwargs: dict, assistant_model):
+        """Runs `speculative_loop.speculative_decode` inside transformers' `generate()` (as its `custom_generate`),
+        so that transformers prepares the generation config, the logits processors and the stopping criteria exactly
+        as for plain decoding; the loop samples or takes the argmax with them, streams accepted tokens and stops
+        where plain decoding stops."""
+        config, _ = self._prepare_generation_config(
+            copy.deepcopy(generation_config),
+            **{k: v for k, v in kwargs.items() if k not in _LEAN_ARGUMENTS},
+        )
         lookup = kwargs.get("prompt_lookup_num_tokens", config.prompt_lookup_num_tokens)
         if assistant_model is not None:
             schedule = self._draft_schedule(
@@ -238,20 +266,46 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             confidence = float(config.assistant_confidence_threshold or 0.0)
         else:
             schedule, confidence = LookaheadSchedule(int(lookup), "constant"), 0.0
-        sequence, self.last_speculative_stats = speculative_greedy(
-            self,
-            np.asarray(input_ids),
-            int(max_new),
-            draft=assistant_model,
-            prompt_lookup_num_tokens=lookup,
-            schedule=schedule,
-            confidence_threshold=confidence,
-            eos_token_id=config.eos_token_id,
-            paged=self.paged_verification,
-            single_steps=self.paged_single_steps,
+        drafter = make_drafter(assistant_model, lookup, schedule, confidence)
+        # the call as transformers sees it: no drafter settings (transformers' assisted mode refuses a stateful model)
+        # and no stop strings (it hands a callable custom_generate no tokenizer: the criterion is built here)
+        kwargs = {k: v for k, v in kwargs.items() if k not in _SPECULATIVE_KWARGS and k != "stop_strings"}
+        stopping = list(kwargs.pop("stopping_criteria", None) or [])
+        tokenizer = kwargs.pop("tokenizer", None)
+        if config.stop_strings is not None:
+            if tokenizer is None:
+                raise ValueError("Generating with stop strings needs the model's tokenizer: pass tokenizer=...")
+            stopping.append(StopStringCriteria(tokenizer=tokenizer, stop_strings=config.stop_strings))
+        call_config = generation_config
+        base = generation_config if generation_config is not None else self.generation_config
+        if base.prompt_lookup_num_tokens is not None or base.stop_strings is not None:
+            call_config = copy.deepcopy(base)
+            call_config.prompt_lookup_num_tokens = call_config.stop_strings = None
+        streamer = kwargs.get("streamer")
+
+        def decode(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs):
+            sequence, stats = speculative_decode(
+                model,
+                input_ids.numpy(),
+                drafter,
+                int(generation_config.max_length),
+                sampler=TokenSampler(logits_processor, bool(generation_config.do_sample)),
+                stopping_criteria=stopping_criteria,
+                streamer=streamer,
+                paged=model.paged_verification,
+                single_steps=model.paged_single_steps,
+            )
+            model.last_speculative_stats = stats
+            model.num_forward_calls += stats.target_calls + 1
+            return torch.from_numpy(sequence)
+
+        return super().generate(
+            inputs,
+            call_config,
+            stopping_criteria=StoppingCriteriaList(stopping),
+            custom_generate=decode,
+            **kwargs,
         )
-        self.num_forward_calls += self.last_speculative_stats.target_calls + 1
-        return torch.from_numpy(sequence)
 
     def _draft_schedule(self, draft, num_tokens: int, kind: str) -> LookaheadSchedule:
         """The lookahead schedule of a call with `draft`. As in transformers, `"heuristic"` carries what it learnt

@@ -100,11 +100,13 @@ class TokenSampler:
         probs = torch.softmax(scores, -1)
         return int(torch.multinomial(probs, 1)), probs
 
-    def confidence(self, logits: np.ndarray, token: int, probs: torch.Tensor | None) -> float:
-        """The drafter's probability of `token` (for `assistant_confidence_threshold`)."""
+    def confidence(self, logits: np.ndarray, probs: torch.Tensor | None) -> float:
+        """A drafter's top probability at one position (for `assistant_confidence_threshold`): of `probs` when it
+        sampled, else of the raw `logits`. It never depends on the drawn token, so stopping on it keeps the drafted
+        tokens distributed as `probs` says."""
         if probs is not None:
-            return float(probs[token])
-        return float(1.0 / np.exp(logits - logits[token]).sum())
+            return float(probs.max())
+        return float(1.0 / np.exp(logits - logits.max()).sum())
 
     def accept(self, tokens: np.ndarray, proposal: Proposal, logits: np.ndarray) -> tuple[int, int]:
         """Verifies `proposal` against the target's `logits` `(len(proposal) + 1, vocab)`.

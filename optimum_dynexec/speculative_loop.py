@@ -170,7 +170,7 @@ def speculative_decode(
     drafter.begin(seq, out[HIDDEN_OUTPUT][0] if hidden else None)
     widths = VerifyWidth(pad_patience)
     while not done:
-        proposal = drafter.propose(seq, max_length - len(seq) - 1, sampler)
+        proposal = drafter.propose(seq, max_length - len(seq), sampler)  # the last may be cut, not the proposal
         # Verify: the target reads the last token and the proposal in one call.
         # (a paged target verifies and steps through separate requests, so a lone token needs no padding)
         width = None if not len(proposal) and runner.single_steps else widths(len(proposal) + 1)

@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-from tiny_models import make_tiny_llama, plain_greedy, random_prompts, random_texts
+from tiny_models import make_tiny_llama, plain_greedy, random_head, random_prompts, random_texts
 from transformers import AutoConfig, LlamaForCausalLM
 
 from optimum_dynexec import OVModelForCausalLM
@@ -24,17 +24,6 @@ from optimum_dynexec.training.eagle_model import EagleDraftModel
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 CLI = [str(Path(sys.executable).parent / "optimum-cli"), "export", "dynexec", "--task", "text-generation-with-past"]
-
-
-def random_head(hf: Path, seed: int = 0, vocab_step: int = 1) -> EagleDraftModel:
-    """An EAGLE head for the tiny target whose fusion and layer are random (so it drafts some wrong tokens)."""
-    torch.manual_seed(seed)
-    target = LlamaForCausalLM.from_pretrained(hf).eval()
-    head = EagleDraftModel.from_target(target, torch.arange(0, target.config.vocab_size, vocab_step))
-    with torch.no_grad():
-        for module in (head.fc, head.layer.self_attn.o_proj, head.layer.mlp.down_proj):
-            module.weight.normal_(std=0.2)
-    return head.eval()
 
 
 def save_run(head: EagleDraftModel, folder: Path, hf: Path) -> Path:
@@ -138,8 +127,16 @@ def test_generate_with_an_eagle_assistant(tiny, target, caplog):
     np.testing.assert_array_equal(out.numpy(), expected)
     assert target.last_speculative_stats.proposed > 0
     torch.manual_seed(0)
-    sampled = target.generate(input_ids=ids, assistant_model=draft, max_new_tokens=6, do_sample=True)
+    sampled = target.generate(
+        input_ids=ids, assistant_model=draft, max_new_tokens=6, do_sample=True, eos_token_id=None
+    )
     assert sampled.shape == (1, ids.shape[1] + 6)
+    assert target.last_speculative_stats is not None, "an EAGLE head samples on the lean loop"
+    target.use_lean_loop = False
+    try:
+        target.generate(input_ids=ids, assistant_model=draft, max_new_tokens=6, do_sample=True)
+    finally:
+        target.use_lean_loop = True
     assert "decodes plainly" in caplog.text
 
 

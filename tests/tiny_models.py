@@ -97,6 +97,21 @@ def make_word_tokenizer(vocab_size: int, shuffle_seed: int | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
+def make_char_tokenizer(vocab_size: int = 96):
+    """A character-level tokenizer (ids 3.. are letters, digits, space and punctuation; <pad>, <s>, </s> are 0-2)
+    whose tokens concatenate back into text, as stop strings need."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    chars = (string.ascii_letters + string.digits + " .,;:!?'-()")[: vocab_size - 3]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.BPE(vocab, merges=[], unk_token="<pad>"))
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
 def make_clip_char_tokenizer(model_max_length: int = 16):
     """A `CLIPTokenizer` over single characters (no merges): tiny but real."""
     import string
@@ -144,3 +159,19 @@ def random_prompts(seed: int, count: int = 4, vocab_size: int = 96) -> list[np.n
     """`count` random prompts `(1, 2..14)` of token ids in `[3, vocab_size)`."""
     rng = np.random.default_rng(seed)
     return [rng.integers(3, vocab_size, size=(1, int(rng.integers(2, 15)))) for _ in range(count)]
+
+
+def random_head(hf: Path, seed: int = 0, vocab_step: int = 1):
+    """An EAGLE head (`EagleDraftModel`) for the tiny target whose fusion and layer are random (so it drafts some
+    wrong tokens)."""
+    from transformers import LlamaForCausalLM
+
+    from optimum_dynexec.training.eagle_model import EagleDraftModel
+
+    torch.manual_seed(seed)
+    target = LlamaForCausalLM.from_pretrained(hf).eval()
+    head = EagleDraftModel.from_target(target, torch.arange(0, target.config.vocab_size, vocab_step))
+    with torch.no_grad():
+        for module in (head.fc, head.layer.self_attn.o_proj, head.layer.mlp.down_proj):
+            module.weight.normal_(std=0.2)
+    return head.eval()

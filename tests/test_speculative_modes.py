@@ -1,0 +1,201 @@
+"""Speculative decoding on every call shape: sampling with processors, streamers, stop conditions, clear fallbacks."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import F32
+from optimum.intel import OVModelForCausalLM as PlainOVModel
+from tiny_models import make_char_tokenizer, make_tiny_llama, random_head
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
+    TemperatureLogitsWarper,
+    TextIteratorStreamer,
+    TopPLogitsWarper,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from optimum_dynexec import OVModelForCausalLM, modeling_decoder
+from optimum_dynexec.eagle import OVEagleDraft
+from optimum_dynexec.exporters.eagle import export_eagle_draft
+
+EXACT = {**F32, "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+SAMPLING = {"do_sample": True, "temperature": 0.4, "top_p": 0.8, "repetition_penalty": 2.0}
+
+
+def drafter_kwargs(draft, head) -> dict[str, dict]:
+    constant = {"num_assistant_tokens": 3, "num_assistant_tokens_schedule": "constant"}
+    return {
+        "prompt lookup": {"prompt_lookup_num_tokens": 3},
+        "draft model": {"assistant_model": draft, **constant},  # stops below 0.4 (the default confidence)
+        "EAGLE head": {"assistant_model": head, **constant, "assistant_confidence_threshold": 0.0},
+        "EAGLE head + lookup": {"assistant_model": head, **constant, "prompt_lookup_num_tokens": 2},
+    }
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A target with an 8-token vocabulary (laws can be computed exactly), a draft and an EAGLE head for it."""
+    root = tmp_path_factory.mktemp("modes")
+    target_dir = make_tiny_llama(root / "target", vocab_size=8, num_layers=2, seed=3)
+    draft_dir = make_tiny_llama(root / "draft", vocab_size=8, num_layers=1, seed=4)
+    export_eagle_draft(random_head(root / "target" / "hf", seed=1), root / "head", quantization_config=None)
+    target = OVModelForCausalLM.from_pretrained(target_dir, ov_config=EXACT)
+    draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=EXACT)
+    head = OVEagleDraft.from_pretrained(root / "head", ov_config=EXACT)
+    return target, PlainOVModel.from_pretrained(target_dir, ov_config=EXACT), drafter_kwargs(draft, head)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A 96-token target with a word tokenizer (stop strings, streamers), a draft and an EAGLE head."""
+    root = tmp_path_factory.mktemp("modes_wide")
+    target_dir = make_tiny_llama(root / "target", num_layers=2, seed=0)
+    draft_dir = make_tiny_llama(root / "draft", num_layers=1, seed=1)
+    export_eagle_draft(random_head(root / "target" / "hf", seed=2), root / "head", quantization_config=None)
+    target = OVModelForCausalLM.from_pretrained(target_dir, ov_config=EXACT)
+    draft = OVModelForCausalLM.from_pretrained(draft_dir, ov_config=EXACT)
+    head = OVEagleDraft.from_pretrained(root / "head", ov_config=EXACT)
+    plain = PlainOVModel.from_pretrained(target_dir, ov_config=EXACT)
+    tokenizer = make_char_tokenizer(96)
+    return target, plain, drafter_kwargs(draft, head), tokenizer
+
+
+def second_token_law(plain, prompt: list[int], processors: LogitsProcessorList | None) -> np.ndarray:
+    """The exact law of the second new token when every step samples from the processed logits."""
+
+    def law(tokens):
+        logits = torch.from_numpy(np.asarray(plain(input_ids=torch.tensor([tokens])).logits[0, -1:], np.float32))
+        if processors is not None:
+            logits = processors(torch.tensor([tokens]), logits)
+        return torch.softmax(logits[0].double(), -1).numpy()
+
+    first = law(prompt)
+    return sum(first[t] * law([*prompt, t]) for t in range(len(first)) if first[t] > 0)
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head", "EAGLE head + lookup"])
+def test_speculative_sampling_keeps_the_processed_distribution(small, drafter):
+    """Temperature, top_p and repetition penalty shape the target and the drafter alike: the sampled tokens follow the
+    target's processed law (a processor applied to one side only moves the law far beyond the tolerance)."""
+    target, plain, drafters = small
+    prompt = [3, 5, 4, 3, 5, 4, 3]
+    processors = LogitsProcessorList(
+        [RepetitionPenaltyLogitsProcessor(2.0), TemperatureLogitsWarper(0.4), TopPLogitsWarper(0.8)]
+    )
+    expected, unprocessed = second_token_law(plain, prompt, processors), second_token_law(plain, prompt, None)
+    assert 0.5 * np.abs(expected - unprocessed).sum() > 0.2, "the test needs processors that change the law"
+    n, counts, proposed = 600, np.zeros(8), 0
+    ids = torch.tensor([prompt])
+    for seed in range(n):
+        torch.manual_seed(seed)
+        out = target.generate(input_ids=ids, max_new_tokens=2, eos_token_id=None, **SAMPLING, **drafters[drafter])
+        counts[int(out[0, -1])] += 1
+        proposed += target.last_speculative_stats.proposed
+    assert proposed > n / 10, "the drafter should propose in many calls"
+    # total variation between the empirical law and the exact one; sampling noise is about 0.035
+    assert 0.5 * np.abs(counts / n - expected).sum() < 0.09
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head + lookup"])
+def test_seeded_sampling_is_reproducible(wide, drafter):
+    target, _, drafters, _ = wide
+    ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append(target.generate(input_ids=ids, max_new_tokens=24, **SAMPLING, **drafters[drafter]))
+        assert target.last_speculative_stats is not None
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head", "EAGLE head + lookup"])
+def test_greedy_with_processors_equals_plain(wide, drafter):
+    target, plain, drafters, _ = wide
+    ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
+    settings = {"max_new_tokens": 24, "do_sample": False, "repetition_penalty": 1.2, "no_repeat_ngram_size": 4}
+    assert torch.equal(
+        target.generate(input_ids=ids, **settings, **drafters[drafter]), plain.generate(input_ids=ids, **settings)
+    )
+    assert target.last_speculative_stats is not None
+
+
+class Collect(BaseStreamer):
+    def __init__(self):
+        self.puts, self.ended = [], False
+
+    def put(self, value):
+        self.puts.append(value.reshape(-1).tolist())
+
+    def end(self):
+        self.ended = True
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head"])
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampling"])
+def test_streamer_receives_what_is_returned(wide, drafter, sample):
+    target, _, drafters, tokenizer = wide
+    ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
+    streamer = Collect()
+    torch.manual_seed(0)
+    out = target.generate(input_ids=ids, max_new_tokens=20, do_sample=sample, streamer=streamer, **drafters[drafter])
+    assert target.last_speculative_stats is not None
+    assert streamer.puts[0] == ids[0].tolist(), "the prompt comes first, as in plain decoding"
+    assert sum(streamer.puts[1:], []) == out[0, ids.shape[1] :].tolist() and streamer.ended
+    # transformers' own streamer gets the same text
+    text_streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+    torch.manual_seed(0)
+    again = target.generate(
+        input_ids=ids, max_new_tokens=20, do_sample=sample, streamer=text_streamer, **drafters[drafter]
+    )
+    assert "".join(text_streamer) == tokenizer.decode(again[0, ids.shape[1] :])
+
+
+def test_stop_conditions_cut_where_plain_decoding_cuts(wide):
+    target, plain, drafters, tokenizer = wide
+    ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
+    greedy = {"max_new_tokens": 30, "do_sample": False}
+    full = plain.generate(input_ids=ids, **greedy, eos_token_id=None)[0, ids.shape[1] :].tolist()
+    stop_word = tokenizer.decode(full[5:7])
+    eos_pair = [full[4], full[9]]
+
+    class AfterFive(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= ids.shape[1] + 5, dtype=torch.bool)
+
+    cases = {
+        "stop string": {"stop_strings": [stop_word], "tokenizer": tokenizer, "eos_token_id": None},
+        "several EOS ids": {"eos_token_id": eos_pair},
+        "min_new_tokens": {"eos_token_id": eos_pair, "min_new_tokens": 8},
+        "custom criterion": {"stopping_criteria": [AfterFive()], "eos_token_id": None},
+    }
+    for name, stop in cases.items():
+        expected = plain.generate(input_ids=ids, **greedy, **stop)
+        if name == "min_new_tokens":  # the EOS ids are suppressed for 8 tokens (the first comes 5th otherwise)
+            assert expected.shape[1] >= ids.shape[1] + 8, name
+        else:
+            assert expected.shape[1] < ids.shape[1] + 30, f"{name}: the case should stop early"
+        for kwargs in drafters.values():
+            got = target.generate(input_ids=ids, **greedy, **stop, **kwargs)
+            assert torch.equal(got, expected), name
+            assert target.last_speculative_stats is not None, name
+    timed = target.generate(input_ids=ids, **greedy, max_time=0.0, prompt_lookup_num_tokens=3)
+    assert timed.shape[1] == ids.shape[1] + 1  # the time is up after the first token, as in plain decoding
+
+
+def test_settings_the_loop_cannot_serve_are_named_and_decode_plainly(wide, caplog):
+    target, plain, drafters, _ = wide
+    ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
+    modeling_decoder._warn_once.cache_clear()
+    for setting in ({"num_beams": 2}, {"return_dict_in_generate": True, "output_scores": True}):
+        with caplog.at_level("WARNING"):
+            out = target.generate(input_ids=ids, max_new_tokens=8, prompt_lookup_num_tokens=3, **setting)
+        reference = plain.generate(input_ids=ids, max_new_tokens=8, **setting)
+        sequences = getattr(out, "sequences", out)
+        assert torch.equal(sequences, getattr(reference, "sequences", reference))
+        assert target.last_speculative_stats is None
+        assert f"{next(iter(setting))}=" in caplog.text and "decode plainly" in caplog.text
+    caplog.clear()
+    target.generate(input_ids=ids, max_new_tokens=8, prompt_lookup_num_tokens=3, num_beams=2)
+    assert "num_beams" not in caplog.text, "each setting is named once"
