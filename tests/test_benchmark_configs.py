@@ -103,3 +103,16 @@ def test_common_prefix():
     assert common_prefix(a, torch.tensor([1, 2, 9, 4])) == 2
     assert common_prefix(a, a.clone()) == 4 and common_prefix(a, a[:3]) == 3
     assert common_prefix(a, torch.tensor([7, 2, 3, 4])) == 0
+
+
+def test_modes_bench_config_loads_and_refuses_bad_values():
+    from optimum_dynexec.reference.benchmark.modes import ModesBenchConfig
+
+    modes = ModesBenchConfig.from_file(CONFIGS / "speculative_modes.json")
+    assert modes.modes == ["sampling", "streaming"] and len(modes.seeds) == 5 and modes.temperature == 0.7
+    with pytest.raises(ValueError, match="Unknown modes"):
+        ModesBenchConfig(modes=["beam"])
+    with pytest.raises(ValueError, match="top_p"):
+        ModesBenchConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="precision"):
+        ModesBenchConfig(precision="fp8")

@@ -1,4 +1,5 @@
-"""`python -m optimum_dynexec.reference.benchmark {early-exit,speculative,stepsaver} [--config configs/<name>.json]
+"""`python -m optimum_dynexec.reference.benchmark {early-exit,speculative,speculative-modes,stepsaver}
+[--config configs/<name>.json]
 [--output benchmarks]`."""
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     sd = sub.add_parser("speculative", help="speculative decoding vs optimum-intel's OVModelForCausalLM")
     sd.add_argument("--config", default="configs/speculative.json")
     sd.add_argument("--output", default="benchmarks")
+    sm = sub.add_parser("speculative-modes", help="speculative decoding by call shape: sampling, streaming")
+    sm.add_argument("--config", default="configs/speculative_modes.json")
+    sm.add_argument("--output", default="benchmarks")
     ss = sub.add_parser(
         "stepsaver", help="StepSaver and adaptive stopping vs optimum-intel's OVStableDiffusionPipeline"
     )
@@ -42,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
         results = run_benchmark(SpeculativeBenchConfig.from_file(args.config), args.output)
         sys.stdout.write(speculative_table(results) + "\n")
+    elif args.technique == "speculative-modes":
+        from optimum_dynexec.reference.benchmark.modes import ModesBenchConfig
+        from optimum_dynexec.reference.benchmark.modes import format_table as modes_table
+        from optimum_dynexec.reference.benchmark.modes import run_benchmark as run_modes
+
+        sys.stdout.write(modes_table(run_modes(ModesBenchConfig.from_file(args.config), args.output)) + "\n")
     elif args.technique == "stepsaver":
         from optimum_dynexec.reference.benchmark.stepsaver import StepSaverBenchConfig
         from optimum_dynexec.reference.benchmark.stepsaver import format_table as stepsaver_table

@@ -1,0 +1,250 @@
+"""Speculative decoding on the call shapes people make, on SmolLM2-135M with real Austen prompts.
+
+Each mode runs optimum-intel's plain `OVModelForCausalLM.generate` and this package's class with each drafter in
+the same mode, on the same prompts, interleaved, warm, in one process:
+
+- `sampling`: temperature and top_p, several seeds. Speculative sampling keeps the target's distribution (tested in
+  `tests/test_speculative_modes.py`), so the texts differ from plain sampling's; the quality column is the mean
+  log-probability per new token under the plain model (the same law gives the same mean, up to noise).
+- `streaming`: greedy with a `TextIteratorStreamer` read by another thread, against the same call without one; the
+  text must be identical to plain greedy's.
+  Its rows also give the time to the first streamed new token, against plain decoding's.
+
+Writes JSON and a PNG under `benchmarks/`, prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, austen_prompts
+from optimum_dynexec.reference.benchmark.timing import save_results
+
+MODES = ("sampling", "streaming")  # streaming rows carry the time to first token
+
+
+@dataclass
+class ModesBenchConfig:
+    """What `configs/speculative_modes.json` holds under `bench`."""
+
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    max_new_tokens: int = 128
+    num_prompts: int = 3
+    prompt_words: int = 150
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    temperature: float = 0.7
+    top_p: float = 0.9
+    prompt_lookup_num_tokens: int = 5
+    eagle_num_tokens: int = 3
+    precision: str = "default"
+    eagle: bool = True  # rows with the trained EAGLE head (+ lookup) when `make models` has trained it
+    name: str = "speculative_modes"
+
+    def __post_init__(self):
+        if set(self.modes) - set(MODES):
+            raise ValueError(f"Unknown modes {sorted(set(self.modes) - set(MODES))}; choose among {MODES}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
+        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or not self.seeds:
+            raise ValueError("max_new_tokens and num_prompts must be positive, and seeds non-empty.")
+        if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
+            raise ValueError(
+                f"top_p must be in (0, 1] and temperature positive, got {self.top_p}, {self.temperature}."
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModesBenchConfig":
+        return cls(**json.loads(Path(path).read_text()).get("bench", {}))
+
+
+def _timed(model, ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    return out, time.perf_counter() - start
+
+
+def _streamed(model, tokenizer, ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float, float, str]:
+    """Generates with a `TextIteratorStreamer` read by another thread: output, seconds, seconds to the first new
+    text, and the streamed text."""
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
+    pieces, first = [], []
+
+    def read():
+        for piece in streamer:
+            if piece and not first:
+                first.append(time.perf_counter())
+            pieces.append(piece)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    start = time.perf_counter()
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kwargs)
+    seconds = time.perf_counter() - start
+    reader.join()
+    return out, seconds, (first[0] - start) if first else seconds, "".join(pieces)
+
+
+def _mean_logprob(plain, ids: torch.Tensor, out: torch.Tensor) -> float:
+    """Mean log-probability of the new tokens of `out` under the plain model (its raw, unprocessed law)."""
+    logits = torch.as_tensor(np.asarray(plain(input_ids=out, attention_mask=torch.ones_like(out)).logits[0]))
+    logp = torch.log_softmax(logits[ids.shape[1] - 1 : -1].double(), -1)
+    return float(logp.gather(-1, out[0, ids.shape[1] :, None]).mean())
+
+
+def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks") -> dict:
+    """Runs every mode of `config`; returns (and writes) the results."""
+    from optimum.intel import OVModelForCausalLM as PlainOVModel
+    from transformers import AutoTokenizer
+
+    from optimum_dynexec import OVModelForCausalLM
+    from optimum_dynexec.eagle import OVEagleDraft
+    from optimum_dynexec.reference.prepare import smollm2_eagle_dir, smollm2_openvino_dir
+
+    folder = smollm2_openvino_dir("fp32")
+    ov_config = PRECISIONS[config.precision]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    plain = PlainOVModel.from_pretrained(folder, ov_config=ov_config)
+    ours = OVModelForCausalLM.from_pretrained(folder, ov_config=ov_config)
+    drafters = {
+        f"prompt lookup k={config.prompt_lookup_num_tokens}": {
+            "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens
+        }
+    }
+    eagle_dir = smollm2_eagle_dir() if config.eagle else None
+    if eagle_dir is not None:
+        head = OVEagleDraft.from_pretrained(eagle_dir)
+        drafters[f"EAGLE k={config.eagle_num_tokens} + lookup"] = {
+            "assistant_model": head,
+            "num_assistant_tokens": config.eagle_num_tokens,
+            "num_assistant_tokens_schedule": "constant",
+            "assistant_confidence_threshold": 0.0,
+            "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
+        }
+    prompts = austen_prompts(config.num_prompts, config.prompt_words)
+    encoded = {task: [tokenizer(p, return_tensors="pt").input_ids for p in texts] for task, texts in prompts.items()}
+    greedy = {"max_new_tokens": config.max_new_tokens, "do_sample": False}
+    for ids in encoded["continue"][:1]:  # warm-up: compile every request once
+        plain.generate(input_ids=ids, max_new_tokens=8)
+        for kwargs in drafters.values():
+            ours.generate(input_ids=ids, max_new_tokens=8, **kwargs)
+    rows = []
+    if "sampling" in config.modes:
+        sampling = {**greedy, "do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
+        for task, inputs in encoded.items():
+            times = {"plain": [], **{name: [] for name in drafters}}
+            quality = {name: [] for name in times}
+            tokens = dict.fromkeys(times, 0)
+            calls = dict.fromkeys(drafters, 0)
+            for ids in tqdm(inputs, desc=f"sampling, {task}"):
+                for seed in config.seeds:
+                    for name in times:
+                        torch.manual_seed(seed)
+                        model, kwargs = (plain, {}) if name == "plain" else (ours, drafters[name])
+                        out, seconds = _timed(model, ids, **sampling, **kwargs)
+                        times[name].append(seconds)
+                        tokens[name] += out.shape[1] - ids.shape[1]
+                        quality[name].append(_mean_logprob(plain, ids, out))
+                        if name != "plain":
+                            calls[name] += ours.last_speculative_stats.target_calls + 1
+            base = tokens["plain"] / sum(times["plain"])
+            for name in times:
+                speed = tokens[name] / sum(times[name])
+                rows.append(
+                    {
+                        "mode": "sampling",
+                        "task": task,
+                        "method": name,
+                        "tokens_per_s": speed,
+                        "speedup": speed / base,
+                        "mean_logprob": float(np.mean(quality[name])),
+                        "tokens_per_target_call": tokens[name] / calls[name] if name in calls else 1.0,
+                    }
+                )
+    if "streaming" in config.modes:
+        for task, inputs in encoded.items():
+            for name, kwargs in drafters.items():
+                plain_s, stream_s, bare_s, ttft_ours, ttft_plain, identical = [], [], [], [], [], True
+                for ids in tqdm(inputs, desc=f"streaming, {task}, {name}"):
+                    reference, seconds = _timed(plain, ids, **greedy)
+                    plain_s.append(seconds)
+                    _, _, first_plain, _ = _streamed(plain, tokenizer, ids, **greedy)
+                    ttft_plain.append(first_plain)
+                    out, seconds = _timed(ours, ids, **greedy, **kwargs)
+                    bare_s.append(seconds)
+                    streamed, seconds, first, text = _streamed(ours, tokenizer, ids, **greedy, **kwargs)
+                    stream_s.append(seconds)
+                    ttft_ours.append(first)
+                    identical &= torch.equal(out, reference) and torch.equal(streamed, reference)
+                    identical &= text == tokenizer.decode(reference[0, ids.shape[1] :], skip_special_tokens=True)
+                rows.append(
+                    {
+                        "mode": "streaming",
+                        "task": task,
+                        "method": name,
+                        "speedup": sum(plain_s) / sum(stream_s),
+                        "streamer_cost": sum(stream_s) / sum(bare_s) - 1.0,
+                        "ttft_ratio": float(np.sum(ttft_ours) / np.sum(ttft_plain)),
+                        "ttft_ms": 1e3 * float(np.mean(ttft_ours)),
+                        "ttft_plain_ms": 1e3 * float(np.mean(ttft_plain)),
+                        "identical": bool(identical),
+                    }
+                )
+    results = {
+        "config": config.__dict__,
+        "target": str(folder),
+        "eagle_head": str(eagle_dir) if eagle_dir is not None else None,
+        "rows": rows,
+    }
+    png = save_results(results, output_dir, config.name)
+    plot(rows, png)
+    return results
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Speed-up per mode, task and drafter (and the streamer's cost)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["method"] != "plain"]
+    labels = [f"{r['mode']}\n{r['task']}\n{r['method']}" for r in shown]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shown)), 4))
+    ax.bar(
+        range(len(shown)),
+        [r["speedup"] for r in shown],
+        color=["C0" if r["mode"] == "sampling" else "C1" for r in shown],
+    )
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(shown)), labels, fontsize=7)
+    ax.set_ylabel("speed vs optimum-intel, same mode")
+    ax.set_title("SmolLM2-135M: speculative decoding by call shape")
+    for i, r in enumerate(shown):
+        ax.text(i, r["speedup"], f"{r['speedup']:.2f}x", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(results: dict) -> str:
+    lines = ["mode       task      method                      speed-up  quality / streaming"]
+    for r in results["rows"]:
+        if r["mode"] == "sampling":
+            extra = f"mean log-prob {r['mean_logprob']:.3f}, {r['tokens_per_target_call']:.2f} tokens/call"
+        else:
+            extra = (
+                f"streamer cost {100 * r['streamer_cost']:+.1f}%, TTFT {r['ttft_ms']:.0f} ms "
+                f"(plain {r['ttft_plain_ms']:.0f} ms), identical {r['identical']}"
+            )
+        lines.append(f"{r['mode']:<10} {r['task']:<9} {r['method']:<27} {r['speedup']:>6.2f}x  {extra}")
+    return "\n".join(lines)
