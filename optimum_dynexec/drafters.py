@@ -76,14 +76,15 @@ class DraftModelDrafter(Drafter):
     Args:
         model (`OVModelForCausalLM`): the draft.
         schedule (`LookaheadSchedule`): the draft length policy.
-        confidence_threshold (`float`): stop drafting once the draft's probability of its token falls below this.
+        confidence_threshold (`float`): stop drafting once the draft's top probability falls below this.
+        own_request (`bool`): run on an infer request of its own (one drafter per sequence of a batch).
     """
 
-    def __init__(self, model, schedule: LookaheadSchedule, confidence_threshold: float = 0.0):
+    def __init__(self, model, schedule: LookaheadSchedule, confidence_threshold: float = 0.0, own_request=False):
         from .speculative_loop import StatefulRunner
 
         prepare_lean_model(model)
-        self.runner = StatefulRunner(model)
+        self.runner = StatefulRunner(model, own_request=own_request)
         self.schedule, self.confidence_threshold = schedule, confidence_threshold
 
     def begin(self, tokens, features=None):
@@ -120,15 +121,16 @@ class EagleDrafter(Drafter):
     Args:
         head (`OVEagleDraft`): the compiled head.
         schedule (`LookaheadSchedule`): the draft length policy.
-        confidence_threshold (`float`): stop drafting once the head's probability of its token falls below this.
+        confidence_threshold (`float`): stop drafting once the head's top probability falls below this.
+        own_request (`bool`): run on an infer request of its own (one drafter per sequence of a batch).
     """
 
     needs_hidden_states = True
 
-    def __init__(self, head, schedule: LookaheadSchedule, confidence_threshold: float = 0.0):
+    def __init__(self, head, schedule: LookaheadSchedule, confidence_threshold: float = 0.0, own_request=False):
         from .speculative_loop import StatefulRunner
 
-        self.runner = StatefulRunner(head)
+        self.runner = StatefulRunner(head, own_request=own_request)
         self.token_ids = head.token_ids
         self.vocab_size = head.config.vocab_size
         self.schedule, self.confidence_threshold = schedule, confidence_threshold
@@ -212,6 +214,7 @@ def make_drafter(
     prompt_lookup_num_tokens: int | None = None,
     schedule: LookaheadSchedule | None = None,
     confidence_threshold: float = 0.0,
+    own_request: bool = False,
 ) -> Drafter:
     """The drafter for a draft model or EAGLE head, prompt lookup, or both (lookup first).
 
@@ -220,7 +223,8 @@ def make_drafter(
         prompt_lookup_num_tokens (`int`, *optional*): tokens prompt lookup proposes.
         schedule (`LookaheadSchedule`, *optional*): the model drafter's length policy (prompt lookup alone: its
             own; default: heuristic from 5).
-        confidence_threshold (`float`): the model drafter stops once its probability falls below this.
+        confidence_threshold (`float`): the model drafter stops once its top probability falls below this.
+        own_request (`bool`): the model drafter runs on an infer request of its own (one drafter per sequence).
 
     Raises:
         `ValueError`: with neither a draft nor prompt lookup.
@@ -231,7 +235,7 @@ def make_drafter(
         return PromptLookupDrafter(prompt_lookup_num_tokens, schedule or LookaheadSchedule(prompt_lookup_num_tokens))
     schedule = schedule or LookaheadSchedule(5)
     cls = EagleDrafter if getattr(draft, "is_eagle", False) else DraftModelDrafter
-    model_drafter = cls(draft, schedule, confidence_threshold)
+    model_drafter = cls(draft, schedule, confidence_threshold, own_request)
     if prompt_lookup_num_tokens is None:
         return model_drafter
     return LookupThenDraft(PromptLookupDrafter(prompt_lookup_num_tokens), model_drafter)

@@ -29,8 +29,10 @@ from .configuration import SpeculativeConfig, load_dynexec_config
 from .drafters import make_drafter
 from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
+from .paged_runner import paged_form
 from .policies.lookahead import LookaheadSchedule
 from .sampling import TokenSampler
+from .speculative_batch import speculative_decode_batch
 from .speculative_loop import speculative_decode
 from .target_graph import LOGITS_TO_KEEP, has_logits_slice
 
@@ -79,6 +81,10 @@ _LEAN_BLOCKERS = {
     "dola_layers": (None,),
     "assistant_early_exit": (None,),
 }
+
+
+def _needs_hidden(assistant_model) -> bool:
+    return getattr(assistant_model, "is_eagle", False)
 
 
 @functools.cache
@@ -161,7 +167,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         """transformers' `generate`, with checks that give clear errors for speculative decoding.
 
         Raises:
-            `ValueError`: for a lookahead of zero or less, a batch of more than one sequence when speculating, a
+            `ValueError`: for a lookahead of zero or less, a
                 draft whose vocabulary differs from the target's, a stateless export, or a requested length beyond
                 the model's context.
             `TypeError`: when `assistant_model` is not a causal LM.
@@ -180,15 +186,10 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if speculative:
             if not self.stateful:
                 raise ValueError("Speculative decoding needs a stateful export (the default of optimum-intel).")
-            if input_ids is not None and input_ids.shape[0] > 1:
-                raise ValueError(
-                    f"Speculative decoding supports one sequence at a time, got a batch of {input_ids.shape[0]}: "
-                    "call generate per prompt, or drop assistant_model / prompt_lookup_num_tokens."
-                )
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
         if speculative and self.use_lean_loop:
-            blocker = self._lean_blocker(input_ids, args, kwargs, generation_config)
+            blocker = self._lean_blocker(input_ids, args, kwargs, generation_config, assistant_model)
             if blocker is None:
                 return self._lean_generate(inputs, generation_config, kwargs, assistant_model)
             _warn_once(f"The speculative loop does not serve {blocker}: such calls decode plainly, without a drafter.")
@@ -226,7 +227,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             out.sequences = out.sequences[:, :limit]
         return out
 
-    def _lean_blocker(self, input_ids, args, kwargs: dict, generation_config) -> str | None:
+    def _lean_blocker(self, input_ids, args, kwargs: dict, generation_config, assistant_model) -> str | None:
         """What in this call keeps it off the lean loop (a phrase naming the setting), or `None`."""
         if args:
             return "positional arguments after generation_config"
@@ -237,8 +238,13 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if input_ids is None:
             return "inputs other than input_ids"
         mask = kwargs.get("attention_mask")
-        if mask is not None and not bool(torch.as_tensor(mask).all()):
-            return "a padded sequence (attention_mask with zeros)"
+        batched = input_ids.shape[0] > 1 or (mask is not None and not bool(torch.as_tensor(mask).all()))
+        if mask is not None and not bool(torch.as_tensor(mask)[:, -1].all()):
+            return "right padding (pad on the left, as decoder-only models need)"
+        if batched and not self.paged_verification:
+            return "a batch or a padded sequence with paged_verification=False"
+        if batched and paged_form(self, _needs_hidden(assistant_model)).error is not None:
+            return f"a batch or a padded sequence on this model ({paged_form(self).error})"
         config, _ = self._prepare_generation_config(
             copy.deepcopy(generation_config),
             **{k: v for k, v in kwargs.items() if k not in _LEAN_ARGUMENTS},
@@ -266,7 +272,11 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             confidence = float(config.assistant_confidence_threshold or 0.0)
         else:
             schedule, confidence = LookaheadSchedule(int(lookup), "constant"), 0.0
-        drafter = make_drafter(assistant_model, lookup, schedule, confidence)
+
+        def drafter_of(own_request: bool):  # a batch gives every row a drafter (and schedule) of its own
+            own = copy.deepcopy(schedule) if own_request else schedule
+            return make_drafter(assistant_model, lookup, own, confidence, own_request=own_request)
+
         # the call as transformers sees it: no drafter settings (transformers' assisted mode refuses a stateful model)
         # and no stop strings (it hands a callable custom_generate no tokenizer: the criterion is built here)
         kwargs = {k: v for k, v in kwargs.items() if k not in _SPECULATIVE_KWARGS and k != "stop_strings"}
@@ -284,12 +294,17 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         streamer = kwargs.get("streamer")
 
         def decode(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs):
+            sampler = TokenSampler(logits_processor, bool(generation_config.do_sample))
+            mask = model_kwargs.get("attention_mask")
+            if input_ids.shape[0] > 1 or (mask is not None and not bool(mask.all())):
+                return model._batch_decode(input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of)
+            drafter = drafter_of(False)
             sequence, stats = speculative_decode(
                 model,
                 input_ids.numpy(),
                 drafter,
                 int(generation_config.max_length),
-                sampler=TokenSampler(logits_processor, bool(generation_config.do_sample)),
+                sampler=sampler,
                 stopping_criteria=stopping_criteria,
                 streamer=streamer,
                 paged=model.paged_verification,
@@ -306,6 +321,33 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             custom_generate=decode,
             **kwargs,
         )
+
+    def _batch_decode(self, input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of):
+        """Speculates for every row of a (left-padded) batch in shared verification calls
+        (`speculative_batch.speculative_decode_batch`); returns what plain batch decoding returns: the padded prompts,
+        then each row's new tokens, padded after a row that finished early."""
+        ids = input_ids.numpy()
+        keep = np.ones_like(ids, dtype=bool) if mask is None else mask.numpy().astype(bool)
+        pad_id = generation_config._pad_token_tensor
+        pad_id = int(pad_id) if pad_id is not None else 0
+        prompts = [row[k].tolist() for row, k in zip(ids, keep)]
+        pads = [row[~k].tolist() for row, k in zip(ids, keep)]
+        new, stats = speculative_decode_batch(
+            self,
+            prompts,
+            pads,
+            [drafter_of(True) for _ in prompts],
+            int(generation_config.max_length) - ids.shape[1],
+            sampler=sampler,
+            stopping_criteria=stopping_criteria,
+        )
+        self.last_speculative_stats = stats
+        self.num_forward_calls += stats.target_calls + 1
+        width = max(map(len, new))
+        tail = np.full((len(new), width), pad_id, dtype=np.int64)
+        for i, tokens in enumerate(new):
+            tail[i, : len(tokens)] = tokens
+        return torch.from_numpy(np.concatenate([ids, tail], axis=1))
 
     def _draft_schedule(self, draft, num_tokens: int, kind: str) -> LookaheadSchedule:
         """The lookahead schedule of a call with `draft`. As in transformers, `"heuristic"` carries what it learnt
@@ -326,13 +368,6 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     def _apply_default_speculation(self, inputs, kwargs: dict, assistant_model):
         """Adds the exported draft (or prompt lookup) and the config's lookahead unless the call chose its own."""
         if not self.speculation_enabled or assistant_model is not None or "prompt_lookup_num_tokens" in kwargs:
-            return kwargs, assistant_model
-        input_ids = kwargs.get("input_ids", inputs)
-        if input_ids is not None and input_ids.shape[0] > 1:
-            logger.warning(
-                "Speculative decoding runs one sequence at a time: decoding this batch of %d plainly.",
-                input_ids.shape[0],
-            )
             return kwargs, assistant_model
         kwargs = {**self.speculative_config.generate_kwargs(), **kwargs}
         return kwargs, self.draft

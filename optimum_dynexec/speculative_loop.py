@@ -38,10 +38,11 @@ class StatefulRunner:
 
     single_steps = False  # a single-token call after wider ones re-shapes the request (see `VerifyWidth`)
 
-    def __init__(self, model, max_masked: int = 256):
+    def __init__(self, model, max_masked: int = 256, own_request: bool = False):
         model.compile()
         self.model = model
-        self.request = model.request
+        # own_request: a request of its own (its own states), e.g. one per sequence of a batch
+        self.request = model.request.get_compiled_model().create_infer_request() if own_request else model.request
         self.names = {name for port in self.request.model_inputs for name in port.get_names()}
         self.max_masked = max_masked
         self.kept = np.zeros(0, dtype=np.int64)  # per cached position: 1 kept, 0 rolled back
@@ -157,7 +158,7 @@ def speculative_decode(
     sampler = sampler or TokenSampler()
     hidden = drafter.needs_hidden_states
     seq = [int(t) for t in input_ids[0]]
-    stops = _StopCheck(seq, max_length, stopping_criteria, eos_token_id)
+    stops = StopCheck(seq, max_length, stopping_criteria, eos_token_id)
     stats = SpeculativeStats()
     runner = _target_runner(target, hidden, paged, single_steps)
     runner.reset()
@@ -200,7 +201,7 @@ def speculative_decode(
     return np.asarray(seq, dtype=np.int64)[None], stats
 
 
-class _StopCheck:
+class StopCheck:
     """Whether the sequence is finished after its last token: transformers' criteria, or EOS and the length."""
 
     def __init__(self, prompt: list[int], max_length: int, criteria, eos_token_id):

@@ -143,8 +143,6 @@ def test_errors(folders, target, draft):
         target.generate(input_ids=ids, prompt_lookup_num_tokens=0)
     with pytest.raises(ValueError, match="positive number"):
         target.generate(input_ids=ids, assistant_model=draft, num_assistant_tokens=-1)
-    with pytest.raises(ValueError, match="one sequence at a time"):
-        target.generate(input_ids=torch.cat([ids, ids]), assistant_model=draft)
     other = OVModelForCausalLM.from_pretrained(folders["other_vocab"], ov_config=EXACT)
     with pytest.raises(ValueError, match="vocabulary"):
         target.generate(input_ids=ids, assistant_model=other)

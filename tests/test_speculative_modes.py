@@ -199,3 +199,51 @@ def test_settings_the_loop_cannot_serve_are_named_and_decode_plainly(wide, caplo
     caplog.clear()
     target.generate(input_ids=ids, max_new_tokens=8, prompt_lookup_num_tokens=3, num_beams=2)
     assert "num_beams" not in caplog.text, "each setting is named once"
+
+
+def left_padded_batch(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+BATCH = [[5, 9, 14, 5, 9, 14, 5, 9], [30, 31, 32], [7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7], [50, 60, 70, 80, 50, 60]]
+
+
+@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head", "EAGLE head + lookup"])
+def test_batch_greedy_equals_optimum_intel_plain_batch(wide, drafter):
+    """Every row speculates in shared verification calls; rows finish at their own EOS and are padded after it."""
+    target, plain, drafters, _ = wide
+    ids, mask = left_padded_batch(BATCH)
+    free = plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    eos = int(free[1, ids.shape[1] + 4])  # row 1 stops after 5 new tokens (others may stop at it too)
+    settings = {"max_new_tokens": 20, "do_sample": False, "eos_token_id": eos, "pad_token_id": 0}
+    expected = plain.generate(input_ids=ids, attention_mask=mask, **settings)
+    assert (expected[1, ids.shape[1] + 5 :] == 0).all() and expected.shape[1] > ids.shape[1] + 5
+    kwargs = {**drafters[drafter], "assistant_confidence_threshold": 0.0}
+    if "assistant_model" not in kwargs:
+        kwargs.pop("assistant_confidence_threshold")
+    got = target.generate(input_ids=ids, attention_mask=mask, **settings, **kwargs)
+    assert torch.equal(got, expected)
+    stats = target.last_speculative_stats
+    assert stats is not None and stats.proposed > 0
+    assert stats.target_calls <= 20, "one verification call serves every row"
+    # one padded sequence alone takes the same path
+    one = target.generate(input_ids=ids[1:2], attention_mask=mask[1:2], **settings, **kwargs)
+    assert torch.equal(one, plain.generate(input_ids=ids[1:2], attention_mask=mask[1:2], **settings))
+
+
+def test_batch_sampling_is_reproducible_and_keeps_rows_apart(wide):
+    target, plain, drafters, _ = wide
+    ids, mask = left_padded_batch(BATCH)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(
+            target.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=16, **SAMPLING, **drafters["draft model"]
+            )
+        )
+    assert torch.equal(runs[0], runs[1]) and target.last_speculative_stats is not None
+    assert torch.equal(runs[0][:, : ids.shape[1]], ids)

@@ -1,0 +1,82 @@
+"""The speculative loop over a batch: every sequence drafts for itself, and one paged call verifies them all.
+
+Each sequence has its own drafter (and draft length, acceptance and rollback); the target's paged form
+(`paged_batch.PagedBatchRunner`) reads every sequence's last token and proposal in one call, and a finished sequence
+leaves the batch. Left padding stays out of the target's and the drafters' caches; the logits processors and stopping
+criteria see each row as plain batch decoding does (padding included), so greedy output equals optimum-intel's plain
+batch `generate()` and sampling keeps each row's distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .drafters import Drafter
+from .paged_batch import PagedBatchRunner
+from .sampling import TokenSampler
+from .speculative_loop import SpeculativeStats, StopCheck
+from .target_graph import HIDDEN_OUTPUT
+
+
+def speculative_decode_batch(
+    target,
+    prompts: list[list[int]],
+    pads: list[int],
+    drafters: list[Drafter],
+    max_new_tokens: int,
+    sampler: TokenSampler | None = None,
+    stopping_criteria=None,
+    eos_token_id: int | list[int] | None = None,
+) -> tuple[list[list[int]], SpeculativeStats]:
+    """Decodes several prompts at once with speculation.
+
+    Args:
+        target (`OVModelForCausalLM`): the model (it needs a paged-attention form).
+        prompts (`list[list[int]]`): each row's prompt without padding.
+        pads (`list[int]`): each row's left padding, as the processors and criteria see it (`[pad] * k + prompt`).
+        drafters (`list[Drafter]`): one per row, each with its own state.
+        max_new_tokens (`int`): new tokens per row at most.
+        sampler, stopping_criteria, eos_token_id: as in `speculative_loop.speculative_decode`.
+
+    Returns:
+        `(new_tokens, stats)`: each row's new tokens, and what the loop did (a target call serves every row).
+    """
+    if len(prompts) != len(drafters) or len(prompts) != len(pads):
+        raise ValueError("Give one drafter and one padding per prompt.")
+    sampler = sampler or TokenSampler()
+    hidden = drafters[0].needs_hidden_states
+    runner = PagedBatchRunner(target, len(prompts), max(map(len, prompts)) + max_new_tokens + 1, hidden)
+    rows = [[*pad, *prompt] for pad, prompt in zip(pads, prompts)]  # what processors and criteria see
+    offsets = [len(pad) for pad in pads]
+    stops = [StopCheck(row, len(row) + max_new_tokens, stopping_criteria, eos_token_id) for row in rows]
+    stats = SpeculativeStats()
+    out = runner.infer({i: np.asarray(p, dtype=np.int64) for i, p in enumerate(prompts)})
+    active, finished = [], set()
+    for i, row in enumerate(rows):
+        row.append(sampler.pick(np.asarray(row), out[i]["logits"][-1])[0])
+        drafters[i].begin(row[offsets[i] :], out[i][HIDDEN_OUTPUT] if hidden else None)
+        if not stops[i](row):
+            active.append(i)
+    while active:
+        proposals = {}
+        for i in active:
+            room = stops[i].max_length - len(rows[i])
+            proposals[i] = drafters[i].propose(rows[i][offsets[i] :], room, sampler)
+        out = runner.infer({i: np.asarray([rows[i][-1], *proposals[i].tokens.tolist()]) for i in active})
+        stats.target_calls += 1
+        for i in active:
+            proposal, row = proposals[i], rows[i]
+            n, token = sampler.accept(np.asarray(row + proposal.tokens.tolist()), proposal, out[i]["logits"])
+            new = [*proposal.tokens[:n].tolist(), token]
+            stats.proposed += len(proposal)
+            stats.accepted += n
+            runner.trim(i, len(row) - offsets[i] + n)
+            features = out[i][HIDDEN_OUTPUT][: n + 1] if hidden else None
+            drafters[i].update(row[offsets[i] :], proposal, n, new, features)
+            for t in new:
+                row.append(t)
+                if stops[i](row):
+                    finished.add(i)
+                    break
+        active = [i for i in active if i not in finished]
+    return [row[len(pad) + len(prompt) :] for row, pad, prompt in zip(rows, pads, prompts)], stats
