@@ -6,9 +6,10 @@ A drop-in for optimum-intel's class of the same name. `generate(assistant_model=
 decoding, and the loop honours them all, greedy or sampled (`do_sample`, temperature, top_k, top_p, min_p,
 repetition_penalty, ...), with a streamer, stop strings, several EOS ids, `min_new_tokens` and `max_time`; its
 arguments `num_assistant_tokens`, `num_assistant_tokens_schedule` and `assistant_confidence_threshold` set the
-drafter. A setting the loop cannot serve (beam search, several return sequences, extra outputs, a padded sequence)
-is named in a warning and the call decodes plainly. `use_lean_loop = False` runs transformers' own assisted loop
-instead, with rejected draft tokens trimmed from the OpenVINO states after each verification.
+drafter. A batch (left-padded, as users pass it) speculates for every row in shared verification calls of the
+target's paged form. A setting the loop cannot serve (beam search, several return sequences, extra outputs, right
+padding) is named in a warning and the call decodes plainly. `use_lean_loop = False` runs transformers' own assisted
+loop instead, with rejected draft tokens trimmed from the OpenVINO states after each verification.
 """
 
 from __future__ import annotations

@@ -109,7 +109,12 @@ def test_modes_bench_config_loads_and_refuses_bad_values():
     from optimum_dynexec.reference.benchmark.modes import ModesBenchConfig
 
     modes = ModesBenchConfig.from_file(CONFIGS / "speculative_modes.json")
-    assert modes.modes == ["sampling", "streaming"] and len(modes.seeds) == 5 and modes.temperature == 0.7
+    assert (
+        modes.modes == ["sampling", "streaming", "batch"]
+        and modes.batch_size == 4
+        and len(modes.seeds) == 5
+        and modes.temperature == 0.7
+    )
     with pytest.raises(ValueError, match="Unknown modes"):
         ModesBenchConfig(modes=["beam"])
     with pytest.raises(ValueError, match="top_p"):

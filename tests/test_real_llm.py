@@ -12,7 +12,7 @@ from optimum_dynexec.reference.prepare import smollm2_openvino_path
 FOLDER = smollm2_openvino_path("fp32")
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 # tokens accepted per target call the trained EAGLE head must reach on Austen passages (exact f32, 48 tokens)
-MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # untrained head ~0; a CI-size head (400 windows, 69 steps) 0.57
+MIN_EAGLE_ACCEPTED_PER_CALL = 0.3  # untrained head ~0; CI-size heads: 400 windows, 69 steps 0.57; 250, 3.5 min 0.47
 pytestmark = needs_prepared("llm-base")
 
 

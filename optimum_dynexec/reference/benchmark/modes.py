@@ -9,6 +9,8 @@ the same mode, on the same prompts, interleaved, warm, in one process:
 - `streaming`: greedy with a `TextIteratorStreamer` read by another thread, against the same call without one; the
   text must be identical to plain greedy's.
   Its rows also give the time to the first streamed new token, against plain decoding's.
+- `batch`: greedy on a left-padded batch of `batch_size` different passages, against optimum-intel's plain batch
+  `generate()`; tokens/s over the whole batch; the output must be identical.
 
 Writes JSON and a PNG under `benchmarks/`, prints a table.
 """
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, austen_prompts
 from optimum_dynexec.reference.benchmark.timing import save_results
 
-MODES = ("sampling", "streaming")  # streaming rows carry the time to first token
+MODES = ("sampling", "streaming", "batch")  # streaming rows carry the time to first token
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ModesBenchConfig:
     top_p: float = 0.9
     prompt_lookup_num_tokens: int = 5
     eagle_num_tokens: int = 3
+    batch_size: int = 4
     precision: str = "default"
     eagle: bool = True  # rows with the trained EAGLE head (+ lookup) when `make models` has trained it
     name: str = "speculative_modes"
@@ -53,8 +56,8 @@ class ModesBenchConfig:
             raise ValueError(f"Unknown modes {sorted(set(self.modes) - set(MODES))}; choose among {MODES}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
-        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or not self.seeds:
-            raise ValueError("max_new_tokens and num_prompts must be positive, and seeds non-empty.")
+        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.batch_size <= 1 or not self.seeds:
+            raise ValueError("max_new_tokens and num_prompts must be positive, batch_size > 1, seeds non-empty.")
         if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
             raise ValueError(
                 f"top_p must be in (0, 1] and temperature positive, got {self.top_p}, {self.temperature}."
@@ -199,6 +202,8 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
                         "identical": bool(identical),
                     }
                 )
+    if "batch" in config.modes:
+        rows += _batch_rows(config, plain, ours, tokenizer, drafters)
     results = {
         "config": config.__dict__,
         "target": str(folder),
@@ -208,6 +213,44 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
     png = save_results(results, output_dir, config.name)
     plot(rows, png)
     return results
+
+
+def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict) -> list[dict]:
+    """Greedy on a left-padded batch of different passages: ours with each drafter against plain batch decoding."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for task, texts in austen_prompts(config.batch_size, config.prompt_words).items():
+        encoded = [tokenizer(t).input_ids for t in texts[: config.batch_size]]
+        width = max(map(len, encoded))
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        settings = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "eos_token_id": None}
+        settings["pad_token_id"] = pad
+        for name, kwargs in drafters.items():
+            plain_s, ours_s, identical, calls = [], [], True, 0
+            for _ in tqdm(range(2), desc=f"batch {config.batch_size}, {task}, {name}"):
+                start = time.perf_counter()
+                reference = plain.generate(input_ids=ids, attention_mask=mask, **settings)
+                plain_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                out = ours.generate(input_ids=ids, attention_mask=mask, **settings, **kwargs)
+                ours_s.append(time.perf_counter() - start)
+                identical &= torch.equal(out, reference)
+                calls += ours.last_speculative_stats.target_calls + 1
+            new_tokens = 2 * config.batch_size * config.max_new_tokens
+            rows.append(
+                {
+                    "mode": f"batch {config.batch_size}",
+                    "task": task,
+                    "method": name,
+                    "tokens_per_s": new_tokens / sum(ours_s),
+                    "plain_tokens_per_s": new_tokens / sum(plain_s),
+                    "speedup": sum(plain_s) / sum(ours_s),
+                    "identical": bool(identical),
+                    "target_calls_per_row_token": calls / (new_tokens / config.batch_size),
+                }
+            )
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -223,7 +266,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.bar(
         range(len(shown)),
         [r["speedup"] for r in shown],
-        color=["C0" if r["mode"] == "sampling" else "C1" for r in shown],
+        color=[{"sampling": "C0", "streaming": "C1"}.get(r["mode"], "C2") for r in shown],
     )
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(shown)), labels, fontsize=7)
@@ -241,6 +284,10 @@ def format_table(results: dict) -> str:
     for r in results["rows"]:
         if r["mode"] == "sampling":
             extra = f"mean log-prob {r['mean_logprob']:.3f}, {r['tokens_per_target_call']:.2f} tokens/call"
+        elif r["mode"].startswith("batch"):
+            extra = (
+                f"{r['tokens_per_s']:.0f} tokens/s (plain {r['plain_tokens_per_s']:.0f}), identical {r['identical']}"
+            )
         else:
             extra = (
                 f"streamer cost {100 * r['streamer_cost']:+.1f}%, TTFT {r['ttft_ms']:.0f} ms "
