@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
+from optimum.intel.openvino.modeling_decoder import SSM_MODELS
 from transformers import StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
@@ -118,26 +119,30 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     _draft_schedules = None  # draft -> (settings, LookaheadSchedule) kept across calls for the "heuristic" schedule
 
     @classmethod
-    def from_pretrained(cls, model_id, *args, draft_ov_config: dict | None = None, **kwargs):
-        """Loads a model as optimum-intel does; on a folder exported with `--draft-model` (or prompt lookup) it also
-        loads the draft, with the same device and OpenVINO config (or `draft_ov_config`: the target verifies every
-        drafted token, so the draft's precision never changes the output), and speculates in every `generate()`
-        call."""
-        model = super().from_pretrained(model_id, *args, **kwargs)
+    def _from_pretrained(cls, model_id, config, *args, **kwargs):
+        """optimum-intel's loading hook: loads the model as optimum-intel does, with the class it picks for the
+        family (e.g. `OVPhi3ForCausalLM`) given this class's rollback and speculation; on a folder exported with
+        `--draft-model` (or prompt lookup) it also loads the draft, with the same device and OpenVINO config (or
+        `draft_ov_config=`: the target verifies every drafted token, so the draft's precision never changes the
+        output), and speculates in every `generate()` call."""
+        draft_ov_config = kwargs.pop("draft_ov_config", None)
+        model = super()._from_pretrained(model_id, config, *args, **kwargs)
+        if not isinstance(model, OVModelForCausalLM):
+            model.__class__ = _with_rollback(type(model))  # same state, this class's methods first
         folder = Path(model_id) / kwargs.get("subfolder", "")
-        config = load_dynexec_config(folder) if folder.is_dir() else None
-        if config is None:
+        dynexec = load_dynexec_config(folder) if folder.is_dir() else None
+        if dynexec is None:
             return model
-        if not isinstance(config, SpeculativeConfig):
-            raise ValueError(f"{model_id} holds a {config.technique} model, not a speculative causal LM.")
-        model.speculative_config = config
+        if not isinstance(dynexec, SpeculativeConfig):
+            raise ValueError(f"{model_id} holds a {dynexec.technique} model, not a speculative causal LM.")
+        model.speculative_config = dynexec
         model.speculation_enabled = True
-        if config.draft is not None:
+        if dynexec.draft is not None:
             draft_kwargs = {k: v for k, v in kwargs.items() if k in ("device", "ov_config", "compile")}
             if draft_ov_config is not None:
                 draft_kwargs["ov_config"] = draft_ov_config
-            draft_class = OVEagleDraft if config.draft_type == "eagle" else OVModelForCausalLM
-            model.draft = draft_class.from_pretrained(folder / config.draft, **draft_kwargs)
+            draft_class = OVEagleDraft if dynexec.draft_type == "eagle" else OVModelForCausalLM
+            model.draft = draft_class.from_pretrained(folder / dynexec.draft, **draft_kwargs)
         return model
 
     def _save_pretrained(self, save_directory):
@@ -187,6 +192,11 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if speculative:
             if not self.stateful:
                 raise ValueError("Speculative decoding needs a stateful export (the default of optimum-intel).")
+            if self.config.model_type in SSM_MODELS:
+                raise ValueError(
+                    f"Speculative decoding rolls back a KV cache; {self.config.model_type} keeps a recurrent (SSM) "
+                    "state that cannot be rolled back: decode without a drafter."
+                )
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
         if speculative and self.use_lean_loop:
@@ -425,12 +435,19 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 "must share the target's tokenizer."
             )
         if isinstance(assistant, _OVModelForCausalLM) and not isinstance(assistant, OVModelForCausalLM):
-            if type(assistant) is not _OVModelForCausalLM:
-                raise TypeError(
-                    f"Load the draft with optimum_dynexec.OVModelForCausalLM (got {type(assistant).__name__}) so its "
-                    "KV cache can roll back."
-                )
             if not assistant.stateful:
                 raise ValueError("The OpenVINO draft must be a stateful export to roll its KV cache back.")
-            assistant.__class__ = OVModelForCausalLM  # same state, plus rollback: nothing else changes
+            # same state, plus rollback (over the family class optimum-intel chose, if any): nothing else changes
+            family = type(assistant)
+            assistant.__class__ = OVModelForCausalLM if family is _OVModelForCausalLM else _with_rollback(family)
         return assistant
+
+
+_FAMILY_CLASSES: dict[type, type] = {}
+
+
+def _with_rollback(family: type) -> type:
+    """`OVModelForCausalLM` (this package's) over one of optimum-intel's per-family classes, made once per family."""
+    if family not in _FAMILY_CLASSES:
+        _FAMILY_CLASSES[family] = type(family.__name__, (OVModelForCausalLM, family), {"__module__": __name__})
+    return _FAMILY_CLASSES[family]

@@ -75,16 +75,17 @@ def test_step_records_relabel():
     assert records.relabel(0.96).fewest_steps == [4, 8]
 
 
-def test_plain_folder_behaves_as_optimum_intel(tiny_sd):
-    ours = OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32)
+def test_plain_folder_behaves_as_optimum_intel(tiny_sd, tmp_path):
     theirs = PlainPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32)
+    theirs.save_pretrained(tmp_path / "plain")  # a plain optimum-intel folder, exported once
+    ours = OVStableDiffusionPipeline.from_pretrained(tmp_path / "plain", ov_config=F32)
     assert ours.step_config is None
     a = ours(PROMPTS[:2], num_inference_steps=3, generator=gens(2), output_type="np")
     b = theirs(PROMPTS[:2], num_inference_steps=3, generator=gens(2), output_type="np")
     np.testing.assert_array_equal(a.images, b.images)
     assert a.num_inference_steps == [3, 3]
     with pytest.raises(ValueError, match="no step predictor"):
-        OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, step_policy="predictor")
+        OVStableDiffusionPipeline.from_pretrained(tmp_path / "plain", step_policy="predictor")
 
 
 def test_predictor_export_round_trip(pipe, tiny_stepsaver, tiny_predictor, tmp_path):

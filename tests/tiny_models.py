@@ -175,3 +175,38 @@ def random_head(hf: Path, seed: int = 0, vocab_step: int = 1):
         for module in (head.fc, head.layer.self_attn.o_proj, head.layer.mlp.down_proj):
             module.weight.normal_(std=0.2)
     return head.eval()
+
+
+# small settings of a few families optimum-intel exports with a class of its own (`_from_pretrained` picks it)
+FAMILY_CONFIGS = {
+    "phi3": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
+    "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, bos_token_id=1, eos_token_id=2),
+}
+
+
+def make_tiny_decoder(folder: Path, model_type: str, vocab_size: int = 96, seed: int = 0) -> Path:
+    """Exports a random causal LM of `model_type` (settings from `FAMILY_CONFIGS`) with optimum-intel (stateful)
+    into `folder / "ov"` and returns that folder."""
+    from optimum.intel import OVModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **FAMILY_CONFIGS[model_type])
+    config.max_position_embeddings = getattr(config, "max_position_embeddings", 256)
+    hf = folder / "hf"
+    make_word_tokenizer(vocab_size).save_pretrained(hf)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    model.save_pretrained(hf)
+    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(folder / "ov")
+    return folder / "ov"
