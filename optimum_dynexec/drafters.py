@@ -13,6 +13,7 @@ import torch
 
 from .policies.lookahead import LookaheadSchedule, prompt_lookup_candidates
 from .sampling import Proposal, TokenSampler
+from .stateful_runner import StatefulRunner
 from .target_graph import prepare_lean_model
 
 
@@ -81,8 +82,6 @@ class DraftModelDrafter(Drafter):
     """
 
     def __init__(self, model, schedule: LookaheadSchedule, confidence_threshold: float = 0.0, own_request=False):
-        from .speculative_loop import StatefulRunner
-
         prepare_lean_model(model)
         self.runner = StatefulRunner(model, own_request=own_request)
         self.schedule, self.confidence_threshold = schedule, confidence_threshold
@@ -128,8 +127,6 @@ class EagleDrafter(Drafter):
     needs_hidden_states = True
 
     def __init__(self, head, schedule: LookaheadSchedule, confidence_threshold: float = 0.0, own_request=False):
-        from .speculative_loop import StatefulRunner
-
         self.runner = StatefulRunner(head, own_request=own_request)
         self.token_ids = head.token_ids
         self.vocab_size = head.config.vocab_size
