@@ -95,13 +95,9 @@ class DraftModelDrafter(Drafter):
         feed = np.asarray(seq[self.runner.length :], dtype=np.int64)  # what the draft's cache is missing
         drafted, probs = [], []
         for _ in range(k):
-            logits = self.runner(feed, keep=1)[-1]
-            token, dist = sampler.pick(np.asarray(seq), logits)
-            if self.confidence_threshold > 0.0 and sampler.confidence(logits, dist) < self.confidence_threshold:
+            token = _draft_one(sampler, seq, self.runner(feed, keep=1)[-1], self.confidence_threshold, drafted, probs)
+            if token is None:
                 break
-            drafted.append(token)
-            probs.append(dist)
-            seq.append(token)
             feed = np.asarray([token], dtype=np.int64)
         return _proposal(drafted, probs)
 
@@ -150,12 +146,9 @@ class EagleDrafter(Drafter):
         seq, drafted, probs = list(tokens), [], []
         for step in range(k):
             logits, feature = self._full_vocab(out["logits"][0, -1]), out["features"][0, -1:]
-            token, dist = sampler.pick(np.asarray(seq), logits)
-            if self.confidence_threshold > 0.0 and sampler.confidence(logits, dist) < self.confidence_threshold:
+            token = _draft_one(sampler, seq, logits, self.confidence_threshold, drafted, probs)
+            if token is None:
                 break
-            drafted.append(token)
-            probs.append(dist)
-            seq.append(token)
             if step + 1 < k:
                 out = self.runner.infer(np.asarray([token], dtype=np.int64), hidden_states=feature[None])
         return _proposal(drafted, probs)
@@ -241,6 +234,20 @@ def make_drafter(
 def _length(schedule: LookaheadSchedule, max_tokens: int) -> int:
     """The schedule's next draft length within `max_tokens` (the schedule is not consulted when nothing fits)."""
     return min(schedule.next(), max_tokens) if max_tokens > 0 else 0
+
+
+def _draft_one(
+    sampler: TokenSampler, seq: list[int], logits: np.ndarray, threshold: float, drafted, probs
+) -> int | None:
+    """The drafter's next token after `seq` from its `logits`, appended to `seq`, `drafted` and (its distribution)
+    `probs`; `None` when the drafter's top probability is below `threshold` (then nothing is appended)."""
+    token, dist = sampler.pick(np.asarray(seq), logits)
+    if threshold > 0.0 and sampler.confidence(logits, dist) < threshold:
+        return None
+    drafted.append(token)
+    probs.append(dist)
+    seq.append(token)
+    return token
 
 
 def _proposal(tokens: list[int], probs: list[torch.Tensor | None]) -> Proposal:

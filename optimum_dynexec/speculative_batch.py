@@ -13,9 +13,12 @@ import numpy as np
 
 from .drafters import Drafter
 from .paged_batch import PagedBatchRunner
+from .policies.width import VerifyWidth, pad_to_width
 from .sampling import TokenSampler
 from .speculative_loop import SpeculativeStats, StopCheck
 from .target_graph import HIDDEN_OUTPUT
+
+_MAX_WIDTH = 32  # positions a row feeds per call at most (a proposal is shorter than the lookahead cap of 16)
 
 
 def speculative_decode_batch(
@@ -27,6 +30,7 @@ def speculative_decode_batch(
     sampler: TokenSampler | None = None,
     stopping_criteria=None,
     eos_token_id: int | list[int] | None = None,
+    pad_patience: int = 2,
 ) -> tuple[list[list[int]], SpeculativeStats]:
     """Decodes several prompts at once with speculation.
 
@@ -36,7 +40,8 @@ def speculative_decode_batch(
         pads (`list[int]`): each row's left padding, as the processors and criteria see it (`[pad] * k + prompt`).
         drafters (`list[Drafter]`): one per row, each with its own state.
         max_new_tokens (`int`): new tokens per row at most.
-        sampler, stopping_criteria, eos_token_id: as in `speculative_loop.speculative_decode`.
+        sampler, stopping_criteria, eos_token_id, pad_patience: as in `speculative_loop.speculative_decode` (every
+            row of a call is padded to the same width).
 
     Returns:
         `(new_tokens, stats)`: each row's new tokens, and what the loop did (a target call serves every row).
@@ -45,7 +50,9 @@ def speculative_decode_batch(
         raise ValueError("Give one drafter and one padding per prompt.")
     sampler = sampler or TokenSampler()
     hidden = drafters[0].needs_hidden_states
-    runner = PagedBatchRunner(target, len(prompts), max(map(len, prompts)) + max_new_tokens + 1, hidden)
+    # room for the longest row, plus a verification call's padding past its end
+    runner = PagedBatchRunner(target, len(prompts), max(map(len, prompts)) + max_new_tokens + _MAX_WIDTH, hidden)
+    widths = VerifyWidth(pad_patience)
     rows = [[*pad, *prompt] for pad, prompt in zip(pads, prompts)]  # what processors and criteria see
     offsets = [len(pad) for pad in pads]
     stops = [StopCheck(row, len(row) + max_new_tokens, stopping_criteria, eos_token_id) for row in rows]
@@ -62,7 +69,11 @@ def speculative_decode_batch(
         for i in active:
             room = stops[i].max_length - len(rows[i])
             proposals[i] = drafters[i].propose(rows[i][offsets[i] :], room, sampler)
-        out = runner.infer({i: np.asarray([rows[i][-1], *proposals[i].tokens.tolist()]) for i in active})
+        # every row fed the same number of positions: a stable call shape is cheaper (`VerifyWidth`); a row's
+        # padding repeats its last token after its proposal and is rolled back with the rejected tokens
+        width = min(widths(max(len(p) for p in proposals.values()) + 1), _MAX_WIDTH)
+        feeds = {i: pad_to_width(np.asarray([rows[i][-1], *proposals[i].tokens.tolist()]), width)[0] for i in active}
+        out = runner.infer(feeds)
         stats.target_calls += 1
         for i in active:
             proposal, row = proposals[i], rows[i]

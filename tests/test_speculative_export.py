@@ -90,13 +90,19 @@ def test_speculates_by_default_and_stays_lossless(exported):
     assert model.last_speculative_stats is None, "with speculation off the draft must stay idle"
 
 
-def test_a_batch_speculates_too(exported):
+def test_a_batch_decodes_plainly_unless_asked(exported, caplog):
+    from optimum_dynexec import modeling_decoder
+
+    modeling_decoder._warn_once.cache_clear()
     model = OVModelForCausalLM.from_pretrained(exported, ov_config=EXACT)
     ids = torch.tensor([[5, 9, 33], [7, 8, 10]])
+    with caplog.at_level("WARNING"):
+        plain = greedy(model, ids)
+    assert model.last_speculative_stats is None and "speculate_batches" in caplog.text
+    model.speculate_batches = True
     out = greedy(model, ids, assistant_confidence_threshold=0.0)
     assert model.last_speculative_stats is not None and model.last_speculative_stats.proposed > 0
-    model.speculation_enabled = False
-    assert torch.equal(out, greedy(model, ids))
+    assert torch.equal(out, plain)
 
 
 def test_save_pretrained_keeps_the_draft(exported, tmp_path):

@@ -86,7 +86,7 @@ def test_speculative_sampling_keeps_the_processed_distribution(small, drafter):
     )
     expected, unprocessed = second_token_law(plain, prompt, processors), second_token_law(plain, prompt, None)
     assert 0.5 * np.abs(expected - unprocessed).sum() > 0.2, "the test needs processors that change the law"
-    n, counts, proposed = 600, np.zeros(8), 0
+    n, counts, proposed = 500, np.zeros(8), 0
     ids = torch.tensor([prompt])
     for seed in range(n):
         torch.manual_seed(seed)
@@ -94,7 +94,7 @@ def test_speculative_sampling_keeps_the_processed_distribution(small, drafter):
         counts[int(out[0, -1])] += 1
         proposed += target.last_speculative_stats.proposed
     assert proposed > n / 10, "the drafter should propose in many calls"
-    # total variation between the empirical law and the exact one; sampling noise is about 0.035
+    # total variation between the empirical law and the exact one; sampling noise is about 0.04
     assert 0.5 * np.abs(counts / n - expected).sum() < 0.09
 
 
