@@ -36,6 +36,7 @@ EXTRAS = {
         "accelerate==1.15.0",
         "rdata==1.1.0",
         "pytest>=8",
+        "pytest-xdist==3.8.0",  # make test runs the test files on both cores
         "ruff>=0.6",
         "matplotlib>=3.8",
         "nbclient>=0.10",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import BertTokenizerFast
 
 WORDS = (
     "good great fine bad awful terrible movie film plot actor day night love hate very not really the a it "
@@ -19,11 +19,16 @@ def make_tokenizer() -> BertTokenizerFast:
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=64)
 
 
-def make_tiny_bert(folder: Path, num_layers: int = 4, num_labels: int = 2, seed: int = 0) -> Path:
-    """Saves a random `BertForSequenceClassification` with its tokenizer into `folder`."""
+def make_tiny_bert(
+    folder: Path, num_layers: int = 4, num_labels: int = 2, seed: int = 0, model_type: str = "bert"
+) -> Path:
+    """Saves a random sequence classifier (`model_type` "bert" or "roberta") with a BERT tokenizer into `folder`."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
-    config = BertConfig(
+    config = AutoConfig.for_model(
+        model_type,
         vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=num_layers,
@@ -33,7 +38,7 @@ def make_tiny_bert(folder: Path, num_layers: int = 4, num_labels: int = 2, seed:
         num_labels=num_labels,
         pad_token_id=0,
     )
-    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -86,6 +86,9 @@ def _segment_costs(engine, feeds: list[dict], full_request) -> tuple[np.ndarray,
     """
     per_segment = np.zeros(len(engine.requests))
     inputs = [engine.run_all(f)[1] for f in feeds]
+    # the full graph takes only its own inputs (optimum-intel's RoBERTa export has no token_type_ids)
+    names = {name for port in full_request.model_inputs for name in port.get_names()}
+    full_feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
     for _ in range(2):  # the first pass warms up
         per_segment[:] = 0.0
         for segment_feeds in inputs:
@@ -94,7 +97,7 @@ def _segment_costs(engine, feeds: list[dict], full_request) -> tuple[np.ndarray,
                 request.infer(segment_feeds[k])
                 per_segment[k] += time.perf_counter() - start
         full = 0.0
-        for f in feeds:
+        for f in full_feeds:
             start = time.perf_counter()
             full_request.infer(f)
             full += time.perf_counter() - start
