@@ -1,4 +1,5 @@
-"""Families for which optimum-intel picks a class of its own keep it, and gain rollback and speculation."""
+"""Every decoder family optimum-intel exports under the pinned stack speculates losslessly; the class optimum-intel
+picks for a family (Phi-3, GPTBigCode) is kept and gains rollback; what cannot roll back says so."""
 
 import pytest
 import torch
@@ -27,3 +28,12 @@ def test_family_class_gains_rollback_and_stays_lossless(tmp_path, model_type):
     got = ours.generate(input_ids=ids, **settings, assistant_model=draft, assistant_confidence_threshold=0.0)
     assert torch.equal(got, expected) and isinstance(draft, OVModelForCausalLM)
     assert ours.last_speculative_stats.accepted == ours.last_speculative_stats.proposed  # the target drafts itself
+
+
+def test_a_stateless_export_refuses_to_speculate(tmp_path):
+    folder = make_tiny_decoder(tmp_path / "stateless", "llama", stateful=False)
+    model = OVModelForCausalLM.from_pretrained(folder, ov_config=EXACT)
+    ids = torch.tensor([[5, 9, 14, 5, 9]])
+    with pytest.raises(ValueError, match="stateful export"):
+        model.generate(input_ids=ids, max_new_tokens=4, prompt_lookup_num_tokens=3)
+    assert model.generate(input_ids=ids, max_new_tokens=4).shape == (1, 9)  # plain decoding still works

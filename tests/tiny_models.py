@@ -182,23 +182,32 @@ def random_head(hf: Path, seed: int = 0, vocab_step: int = 1):
     return head.eval()
 
 
-# small settings of a few families optimum-intel exports with a class of its own (`_from_pretrained` picks it)
+# small settings of decoder families optimum-intel exports (phi3 and gpt_bigcode get a class of their own)
+_LLAMA_LIKE = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
+_TOKENS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 FAMILY_CONFIGS = {
-    "phi3": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    ),
+    **{
+        t: {**_LLAMA_LIKE, **_TOKENS}
+        for t in ("llama", "mistral", "qwen2", "qwen3", "granite", "olmo2", "stablelm", "phi3")
+    },
+    "starcoder2": {**_LLAMA_LIKE, **_TOKENS},
+    "phi": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, **_TOKENS),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2),
     "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, bos_token_id=1, eos_token_id=2),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, **_TOKENS),
+    "opt": dict(
+        hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32, **_TOKENS
+    ),
+    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, **_TOKENS),
+    "bloom": dict(hidden_size=32, n_layer=2, n_head=4, **_TOKENS),
 }
 
 
-def make_tiny_decoder(folder: Path, model_type: str, vocab_size: int = 96, seed: int = 0) -> Path:
+def make_tiny_decoder(
+    folder: Path, model_type: str, vocab_size: int = 96, seed: int = 0, stateful: bool = True
+) -> Path:
     """Exports a random causal LM of `model_type` (settings from `FAMILY_CONFIGS`) with optimum-intel (stateful)
     into `folder / "ov"` and returns that folder."""
     from optimum.intel import OVModelForCausalLM
@@ -213,5 +222,7 @@ def make_tiny_decoder(folder: Path, model_type: str, vocab_size: int = 96, seed:
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)
     model.save_pretrained(hf)
-    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False).save_pretrained(folder / "ov")
+    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False, stateful=stateful).save_pretrained(
+        folder / "ov"
+    )
     return folder / "ov"
