@@ -197,20 +197,25 @@ def test_auto_exit_layers_keep_a_subset_that_runs(tiny_bert, tiny_train_file, tm
     assert set(out.exit_layers.tolist()) <= {*config.exit_layers, 4}
 
 
-def test_roberta_auto_exits_export_and_match_optimum_intel(tiny_train_file, tmp_path):
-    """The automatic exit selection times optimum-intel's full RoBERTa graph, which has no token_type_ids input."""
+@pytest.mark.parametrize("model_type", ["roberta", "electra", "distilbert"])
+def test_encoder_families_export_and_match_optimum_intel(tiny_train_file, tmp_path, model_type):
+    """Each family exports with the automatic exit selection (which times optimum-intel's full graph with its own
+    inputs: RoBERTa and DistilBERT have no token_type_ids), and its segments without exits equal optimum-intel."""
     from tiny_models import make_tiny_bert
 
-    source = make_tiny_bert(tmp_path / "roberta", model_type="roberta")
-    out = tmp_path / "roberta-dynexec"
+    source = make_tiny_bert(tmp_path / model_type, model_type=model_type)
+    out = tmp_path / f"{model_type}-dynexec"
     config = export_early_exit(source, out, exit_layers="auto", train_file=tiny_train_file, target_agreement=0.9)
     assert config.exit_layers and set(config.exit_layers) <= {1, 2, 3}
     ours = OVModelForSequenceClassification.from_pretrained(out, ov_config=F32)
     theirs = PlainOVModel.from_pretrained(out, ov_config=F32)
     tokenizer = AutoTokenizer.from_pretrained(out)
     batch = dict(tokenizer(TEXTS[:8], padding=True, return_tensors="np"))
+    plain_inputs = {k: v for k, v in batch.items() if k in theirs.input_names}
+    expected = theirs(**plain_inputs).logits
     ours.exits_enabled = False
-    plain_inputs = {k: v for k, v in batch.items() if k != "token_type_ids"}
-    np.testing.assert_allclose(ours(**batch).logits, theirs(**plain_inputs).logits, atol=1e-5)
-    ours.exits_enabled = True
-    assert ours(**batch).logits.shape == (8, 2)
+    np.testing.assert_allclose(ours(**batch).logits, expected, atol=1e-5)
+    ours.exits_enabled, ours.exit_threshold = True, 1.0  # through every segment, no exit taken
+    result = ours(**batch)
+    assert (result.exit_layers == 4).all()
+    np.testing.assert_allclose(result.logits, expected, atol=1e-4)

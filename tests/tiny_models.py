@@ -22,7 +22,8 @@ def make_tokenizer() -> BertTokenizerFast:
 def make_tiny_bert(
     folder: Path, num_layers: int = 4, num_labels: int = 2, seed: int = 0, model_type: str = "bert"
 ) -> Path:
-    """Saves a random sequence classifier (`model_type` "bert" or "roberta") with a BERT tokenizer into `folder`."""
+    """Saves a random sequence classifier (`model_type` "bert", "roberta", "electra" or "distilbert") with a BERT
+    tokenizer into `folder`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)

@@ -47,7 +47,38 @@ class RobertaAdapter(EncoderAdapter):
         return self.model.classifier(hidden_states)
 
 
-ADAPTERS = {t: cls for cls in (EncoderAdapter, RobertaAdapter) for t in cls.model_types}
+class ElectraAdapter(RobertaAdapter):
+    """ELECTRA: BERT's layers; the embeddings may be narrower than the layers (a projection follows them); the
+    classifier reads the first token's state itself."""
+
+    model_types = ("electra",)
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        hidden_states = super().embed(input_ids, token_type_ids)
+        project = getattr(self.base, "embeddings_project", None)
+        return project(hidden_states) if project is not None else hidden_states
+
+
+class DistilBertAdapter(EncoderAdapter):
+    """DistilBERT: no token types, layers under `transformer.layer`, a pre-classifier on the first token's state."""
+
+    model_types = ("distilbert",)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.base.transformer.layer
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.embeddings(input_ids)
+
+    def classify(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.model.pre_classifier(hidden_states[:, 0]))
+        return self.model.classifier(self.model.dropout(pooled))
+
+
+ADAPTERS = {
+    t: cls for cls in (EncoderAdapter, RobertaAdapter, ElectraAdapter, DistilBertAdapter) for t in cls.model_types
+}
 
 
 def get_adapter(model: nn.Module) -> EncoderAdapter:

@@ -7,6 +7,7 @@ are given, a cross-entropy term is mixed in.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -149,7 +150,8 @@ def collect_layer_features(
         enc = tokenizer(
             texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
-        out = model(**enc, output_hidden_states=True)
+        accepted = inspect.signature(model.forward).parameters
+        out = model(**{k: v for k, v in enc.items() if k in accepted}, output_hidden_states=True)
         pooled.append(torch.stack([masked_mean(out.hidden_states[k], enc["attention_mask"]) for k in exit_layers]))
         teacher.append(out.logits.float())
     return torch.cat(pooled, 1), torch.cat(teacher)
