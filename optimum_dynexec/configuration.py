@@ -362,3 +362,26 @@ def load_dynexec_config(folder: str | Path) -> EarlyExitConfig | SpeculativeConf
     if technique not in TECHNIQUES:
         raise ValueError(f"{path} names unknown technique {technique!r}; known: {sorted(TECHNIQUES)}.")
     return TECHNIQUES[technique].from_dict(data)
+
+
+def config_for_model(model_id, expected: type, what: str, subfolder: str = ""):
+    """The `dynexec_config.json` a model class reads on loading: the one place all three classes read it.
+
+    Args:
+        model_id: what `from_pretrained` was given (a folder holds the config; anything else has none).
+        expected (`type`): the config class the loading class serves.
+        what (`str`): what that class loads, for the error (e.g. `"an early-exit classifier"`).
+        subfolder (`str`): `from_pretrained`'s subfolder.
+
+    Returns:
+        The config, or `None` when the model has none.
+
+    Raises:
+        `ValueError`: when the folder holds another technique's model, or a broken config (see
+            `load_dynexec_config`).
+    """
+    folder = Path(model_id) / subfolder
+    config = load_dynexec_config(folder) if folder.is_dir() else None
+    if config is not None and not isinstance(config, expected):
+        raise ValueError(f"{model_id} holds a {config.technique} model, not {what}.")
+    return config

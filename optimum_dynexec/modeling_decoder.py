@@ -27,7 +27,7 @@ from optimum.intel.openvino.modeling_decoder import SSM_MODELS
 from transformers import StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
-from .configuration import SpeculativeConfig, load_dynexec_config
+from .configuration import SpeculativeConfig, config_for_model
 from .drafters import make_drafter
 from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
@@ -132,11 +132,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if not isinstance(model, OVModelForCausalLM):
             model.__class__ = _with_rollback(type(model))  # same state, this class's methods first
         folder = Path(model_id) / kwargs.get("subfolder", "")
-        dynexec = load_dynexec_config(folder) if folder.is_dir() else None
+        dynexec = config_for_model(model_id, SpeculativeConfig, "a speculative causal LM", kwargs.get("subfolder", ""))
         if dynexec is None:
             return model
-        if not isinstance(dynexec, SpeculativeConfig):
-            raise ValueError(f"{model_id} holds a {dynexec.technique} model, not a speculative causal LM.")
         model.speculative_config = dynexec
         model.speculation_enabled = True
         if dynexec.draft is not None:

@@ -14,7 +14,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from optimum.intel import OVStableDiffusionPipeline as _OVStableDiffusionPipeline
 
-from .configuration import CONFIG_NAME, StepSaverConfig, load_dynexec_config, validate_step_policy
+from .configuration import CONFIG_NAME, StepSaverConfig, config_for_model, validate_step_policy
 from .policies.denoising import AdaptiveStop, recording_clean_latents
 from .step_predictor import StepPredictor
 
@@ -87,9 +87,7 @@ class OVStableDiffusionPipeline(_OVStableDiffusionPipeline):
             validate_step_policy(step_policy)
         pipe = super().from_pretrained(model_id, *args, **kwargs)
         folder = Path(model_id)
-        config = load_dynexec_config(folder) if folder.is_dir() else None
-        if config is not None and not isinstance(config, StepSaverConfig):
-            raise ValueError(f"{model_id} holds a {config.technique} model, not a diffusion pipeline with steps.")
+        config = config_for_model(model_id, StepSaverConfig, "a diffusion pipeline with steps")
         if config is None:
             if step_policy == "predictor":
                 raise ValueError(

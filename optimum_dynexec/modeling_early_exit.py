@@ -12,7 +12,7 @@ from optimum.intel import OVModelForSequenceClassification as _OVModelForSequenc
 from optimum.intel.openvino.modeling_base import core
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .configuration import CONFIG_NAME, EarlyExitConfig, load_dynexec_config
+from .configuration import CONFIG_NAME, EarlyExitConfig, config_for_model
 from .early_exit_engine import EarlyExitEngine
 from .input_checks import check_encoder_inputs, check_tokenizer
 
@@ -66,7 +66,7 @@ class OVModelForSequenceClassification(_OVModelForSequenceClassification):
         """
         model = super().from_pretrained(model_id, *args, **kwargs)
         folder = Path(model_id) / kwargs.get("subfolder", "")
-        config = load_dynexec_config(folder) if folder.is_dir() else None
+        config = config_for_model(model_id, EarlyExitConfig, "an early-exit classifier", kwargs.get("subfolder", ""))
         if config is None:
             if exit_threshold is not None or exit_criterion is not None:
                 raise ValueError(
@@ -74,8 +74,6 @@ class OVModelForSequenceClassification(_OVModelForSequenceClassification):
                     "with `optimum-cli export dynexec --task text-classification` first."
                 )
             return model
-        if not isinstance(config, EarlyExitConfig):
-            raise ValueError(f"{model_id} holds a {config.technique} model, not an early-exit classifier.")
         model.early_exit = EarlyExitEngine.from_folder(folder, config, core)
         model.early_exit.set_policy(exit_threshold, exit_criterion)
         model._exits_enabled = exits_enabled

@@ -8,6 +8,7 @@ from optimum_dynexec.configuration import (
     PROMPT_LOOKUP_NUM_TOKENS,
     EarlyExitConfig,
     SpeculativeConfig,
+    config_for_model,
     load_dynexec_config,
 )
 
@@ -108,3 +109,14 @@ def test_corrupt_config_names_the_file(tmp_path, text):
     with pytest.raises(ValueError, match=CONFIG_NAME) as error:
         load_dynexec_config(tmp_path)
     assert str(path) in str(error.value)
+
+
+def test_each_model_class_reads_only_its_own_technique(tmp_path):
+    config = EarlyExitConfig(num_hidden_layers=6, exit_layers=[1, 3], segments=["a.xml", "b.xml", "c.xml"])
+    (tmp_path / "sub").mkdir()
+    config.save(tmp_path / "sub")
+    assert config_for_model(tmp_path, EarlyExitConfig, "an early-exit classifier", subfolder="sub") == config
+    with pytest.raises(ValueError, match="holds a early-exit model, not a speculative causal LM"):
+        config_for_model(tmp_path / "sub", SpeculativeConfig, "a speculative causal LM")
+    assert config_for_model(tmp_path, EarlyExitConfig, "an early-exit classifier") is None  # no config here
+    assert config_for_model("org/some-hub-model", SpeculativeConfig, "a speculative causal LM") is None
