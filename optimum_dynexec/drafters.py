@@ -130,6 +130,7 @@ class EagleDrafter(Drafter):
         self._tokens: list[int] = []  # target features and the tokens after them, not read by the head yet
         self._features: list[np.ndarray] = []
         self._true_length = 0  # the head's cache length made from target features only
+        self._full = np.full(self.vocab_size, -np.inf, dtype=np.float32)  # `-inf` outside the head's vocabulary
 
     def begin(self, tokens, features=None):
         self.runner.reset()
@@ -155,9 +156,8 @@ class EagleDrafter(Drafter):
 
     def _full_vocab(self, logits: np.ndarray) -> np.ndarray:
         """The head's logits over its reduced vocabulary, spread over the target's (`-inf` elsewhere)."""
-        full = np.full(self.vocab_size, -np.inf, dtype=np.float32)
-        full[self.token_ids] = logits
-        return full
+        self._full[self.token_ids] = logits  # the other entries stay `-inf`
+        return self._full
 
     def update(self, tokens, proposal, accepted, new_tokens, features=None):
         if proposal is not None and len(proposal):
@@ -241,7 +241,7 @@ def _draft_one(
 ) -> int | None:
     """The drafter's next token after `seq` from its `logits`, appended to `seq`, `drafted` and (its distribution)
     `probs`; `None` when the drafter's top probability is below `threshold` (then nothing is appended)."""
-    token, dist = sampler.pick(np.asarray(seq), logits)
+    token, dist = sampler.pick(seq, logits)
     if threshold > 0.0 and sampler.confidence(logits, dist) < threshold:
         return None
     drafted.append(token)

@@ -173,9 +173,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         """transformers' `generate`, with checks that give clear errors for speculative decoding.
 
         Raises:
-            `ValueError`: for a lookahead of zero or less, a
-                draft whose vocabulary differs from the target's, a stateless export, or a requested length beyond
-                the model's context.
+            `ValueError`: for a lookahead of zero or less, a draft whose vocabulary differs from the target's, a
+                stateless export or a recurrent-state (SSM) model when speculating, or a requested length beyond the
+                model's context.
             `TypeError`: when `assistant_model` is not a causal LM.
         """
         self.last_speculative_stats = None  # set again only by the lean loop: never a previous call's figures
@@ -200,9 +200,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
         if speculative and self.use_lean_loop:
-            blocker = self._lean_blocker(input_ids, args, kwargs, generation_config, assistant_model)
+            blocker, config = self._lean_blocker(input_ids, args, kwargs, generation_config, assistant_model)
             if blocker is None:
-                return self._lean_generate(inputs, generation_config, kwargs, assistant_model)
+                return self._lean_generate(inputs, generation_config, config, kwargs, assistant_model)
             _warn_once(f"The speculative loop does not serve {blocker}: such calls decode plainly, without a drafter.")
             return super().generate(
                 inputs, generation_config, *args, **{k: v for k, v in kwargs.items() if k not in _SPECULATIVE_KWARGS}
@@ -238,24 +238,26 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             out.sequences = out.sequences[:, :limit]
         return out
 
-    def _lean_blocker(self, input_ids, args, kwargs: dict, generation_config, assistant_model) -> str | None:
-        """What in this call keeps it off the lean loop (a phrase naming the setting), or `None`."""
+    def _lean_blocker(self, input_ids, args, kwargs: dict, generation_config, assistant_model):
+        """What in this call keeps it off the lean loop (a phrase naming the setting, or `None`), and the call's
+        generation config merged with its arguments (`None` when a blocker is found before it is needed)."""
         if args:
-            return "positional arguments after generation_config"
+            return "positional arguments after generation_config", None
         config_fields = set(vars(generation_config or self.generation_config))
         unknown = sorted(set(kwargs) - _LEAN_ARGUMENTS - _SPECULATIVE_KWARGS - config_fields)
         if unknown:
-            return f"the argument {unknown[0]!r}"
+            return f"the argument {unknown[0]!r}", None
         if input_ids is None:
-            return "inputs other than input_ids"
-        mask = kwargs.get("attention_mask")
-        batched = input_ids.shape[0] > 1 or (mask is not None and not bool(torch.as_tensor(mask).all()))
-        if mask is not None and not bool(torch.as_tensor(mask)[:, -1].all()):
-            return "right padding (pad on the left, as decoder-only models need)"
-        if batched and not self.paged_verification:
-            return "a batch or a padded sequence with paged_verification=False"
-        if batched and paged_form(self, _needs_hidden(assistant_model)).error is not None:
-            return f"a batch or a padded sequence on this model ({paged_form(self).error})"
+            return "inputs other than input_ids", None
+        mask = None if kwargs.get("attention_mask") is None else torch.as_tensor(kwargs["attention_mask"])
+        if mask is not None and not bool(mask[:, -1].all()):
+            return "right padding (pad on the left, as decoder-only models need)", None
+        if input_ids.shape[0] > 1 or (mask is not None and not bool(mask.all())):
+            if not self.paged_verification:
+                return "a batch or a padded sequence with paged_verification=False", None
+            form = paged_form(self, _needs_hidden(assistant_model))
+            if form.error is not None:
+                return f"a batch or a padded sequence on this model ({form.error})", None
         config, _ = self._prepare_generation_config(
             copy.deepcopy(generation_config),
             **{k: v for k, v in kwargs.items() if k not in _LEAN_ARGUMENTS},
@@ -263,18 +265,14 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         for name, allowed in _LEAN_BLOCKERS.items():
             value = getattr(config, name, None)
             if value not in allowed:
-                return f"{name}={value!r}"
-        return None
+                return f"{name}={value!r}", config
+        return None, config
 
-    def _lean_generate(self, inputs, generation_config, kwargs: dict, assistant_model):
+    def _lean_generate(self, inputs, generation_config, config, kwargs: dict, assistant_model):
         """Runs `speculative_loop.speculative_decode` inside transformers' `generate()` (as its `custom_generate`),
         so that transformers prepares the generation config, the logits processors and the stopping criteria exactly
         as for plain decoding; the loop samples or takes the argmax with them, streams accepted tokens and stops
-        where plain decoding stops."""
-        config, _ = self._prepare_generation_config(
-            copy.deepcopy(generation_config),
-            **{k: v for k, v in kwargs.items() if k not in _LEAN_ARGUMENTS},
-        )
+        where plain decoding stops. `config` is the call's merged generation config (from `_lean_blocker`)."""
         lookup = kwargs.get("prompt_lookup_num_tokens", config.prompt_lookup_num_tokens)
         if assistant_model is not None:
             schedule = self._draft_schedule(

@@ -67,9 +67,9 @@ class PagedBatchRunner:
         result = {}
         for j, i in enumerate(order):
             rows = slice(bounds[j], bounds[j + 1])
-            result[i] = {"logits": logits[rows].copy()}
+            result[i] = {"logits": logits[rows]}  # `infer` returns copies: no request reuse overwrites them
             if hidden is not None:
-                result[i][HIDDEN_OUTPUT] = hidden[rows].copy()
+                result[i][HIDDEN_OUTPUT] = hidden[rows]
         return result
 
     def trim(self, sequence: int, length: int) -> None:

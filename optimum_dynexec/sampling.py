@@ -13,6 +13,7 @@ sampling does, so `torch.manual_seed` (or `transformers.set_seed`) makes a call 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,7 @@ class TokenSampler:
         """Greedy on raw logits: the loop may take the argmax of the logits directly."""
         return not self.do_sample and not self.processors
 
-    def scores(self, tokens: np.ndarray, logits: np.ndarray) -> torch.Tensor:
+    def scores(self, tokens: Sequence[int], logits: np.ndarray) -> torch.Tensor:
         """Processed scores `(rows, vocab)` of `logits` `(rows, vocab)`, whose row `i` predicts the token after
         `tokens[: len(tokens) - rows + 1 + i]` (the last row follows all of `tokens`)."""
         scores = torch.from_numpy(np.array(logits, dtype=np.float32, ndmin=2))
@@ -91,9 +92,11 @@ class TokenSampler:
             return self.processors(ids[None].expand(rows, -1), scores)
         return torch.cat([self.processors(ids[None, : length - rows + 1 + i], scores[i : i + 1]) for i in range(rows)])
 
-    def pick(self, tokens: np.ndarray, logits: np.ndarray) -> tuple[int, torch.Tensor | None]:
+    def pick(self, tokens: Sequence[int], logits: np.ndarray) -> tuple[int, torch.Tensor | None]:
         """The next token after `tokens` from one row of `logits`, and the distribution it was drawn from (`None`
         when greedy)."""
+        if self.plain:  # the hot path of plain greedy drafting: no copy, no torch
+            return int(np.argmax(logits)), None
         scores = self.scores(tokens, logits)[-1]
         if not self.do_sample:
             return int(scores.argmax()), None
@@ -108,11 +111,11 @@ class TokenSampler:
             return float(probs.max())
         return float(1.0 / np.exp(logits - logits.max()).sum())
 
-    def accept(self, tokens: np.ndarray, proposal: Proposal, logits: np.ndarray) -> tuple[int, int]:
+    def accept(self, tokens: Sequence[int], proposal: Proposal, logits: np.ndarray) -> tuple[int, int]:
         """Verifies `proposal` against the target's `logits` `(len(proposal) + 1, vocab)`.
 
         Args:
-            tokens (`np.ndarray`): the sequence so far followed by the proposal.
+            tokens (`Sequence[int]`): the sequence so far, before the proposal.
 
         Returns:
             `(n, token)`: how many proposed tokens are kept, and the target's token after them.
@@ -122,7 +125,7 @@ class TokenSampler:
             choice = logits[: k + 1].argmax(-1)
             n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0
             return n, int(choice[n])
-        scores = self.scores(tokens, logits[: k + 1])
+        scores = self.scores([*tokens, *proposal.tokens.tolist()], logits[: k + 1])
         if not self.do_sample:
             choice = scores.argmax(-1).numpy()
             n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0

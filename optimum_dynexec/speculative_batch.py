@@ -15,7 +15,7 @@ from .drafters import Drafter
 from .paged_batch import PagedBatchRunner
 from .policies.width import VerifyWidth, pad_to_width
 from .sampling import TokenSampler
-from .speculative_loop import SpeculativeStats, StopCheck
+from .speculative_loop import SpeculativeStats, StopCheck, accept, extend
 from .target_graph import HIDDEN_OUTPUT
 
 _MAX_WIDTH = 32  # positions a row feeds per call at most (a proposal is shorter than the lookahead cap of 16)
@@ -60,7 +60,7 @@ def speculative_decode_batch(
     out = runner.infer({i: np.asarray(p, dtype=np.int64) for i, p in enumerate(prompts)})
     active, finished = [], set()
     for i, row in enumerate(rows):
-        row.append(sampler.pick(np.asarray(row), out[i]["logits"][-1])[0])
+        row.append(sampler.pick(row, out[i]["logits"][-1])[0])
         drafters[i].begin(row[offsets[i] :], out[i][HIDDEN_OUTPUT] if hidden else None)
         if not stops[i](row):
             active.append(i)
@@ -77,17 +77,11 @@ def speculative_decode_batch(
         stats.target_calls += 1
         for i in active:
             proposal, row = proposals[i], rows[i]
-            n, token = sampler.accept(np.asarray(row + proposal.tokens.tolist()), proposal, out[i]["logits"])
-            new = [*proposal.tokens[:n].tolist(), token]
-            stats.proposed += len(proposal)
-            stats.accepted += n
+            n, new = accept(sampler, row, proposal, out[i]["logits"], stats)
             runner.trim(i, len(row) - offsets[i] + n)
             features = out[i][HIDDEN_OUTPUT][: n + 1] if hidden else None
             drafters[i].update(row[offsets[i] :], proposal, n, new, features)
-            for t in new:
-                row.append(t)
-                if stops[i](row):
-                    finished.add(i)
-                    break
+            if extend(row, new, stops[i])[1]:
+                finished.add(i)
         active = [i for i in active if i not in finished]
     return [row[len(pad) + len(prompt) :] for row, pad, prompt in zip(rows, pads, prompts)], stats

@@ -90,7 +90,7 @@ def speculative_decode(
     runner.reset()
     # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
     out = runner.infer(np.asarray(seq), keep=1)
-    seq.append(sampler.pick(np.asarray(seq), out["logits"][0, -1])[0])
+    seq.append(sampler.pick(seq, out["logits"][0, -1])[0])
     done = stops(seq)
     if streamer is not None:
         streamer.put(torch.tensor(seq[-1:]))
@@ -104,20 +104,11 @@ def speculative_decode(
         out = runner.infer(np.asarray([seq[-1], *proposal.tokens.tolist()]), width=width)
         stats.target_calls += 1
         # Accept: what the target keeps of the proposal, and its own token after that.
-        n, token = sampler.accept(np.asarray(seq + proposal.tokens.tolist()), proposal, out["logits"][0])
-        new = [*proposal.tokens[:n].tolist(), token]
-        stats.proposed += len(proposal)
-        stats.accepted += n
+        n, new = accept(sampler, seq, proposal, out["logits"][0], stats)
         # Update: roll the target back to what is now known to be right; the drafter follows.
         runner.trim(len(seq) + n)
         drafter.update(seq, proposal, n, new, out[HIDDEN_OUTPUT][0, : n + 1] if hidden else None)
-        kept = []
-        for token in new:
-            kept.append(token)
-            seq.append(token)
-            if stops(seq):
-                done = True
-                break
+        kept, done = extend(seq, new, stops)
         if streamer is not None:
             streamer.put(torch.tensor(kept))
     if streamer is not None:
@@ -125,6 +116,24 @@ def speculative_decode(
     if isinstance(runner, StatefulRunner):
         target._past_length = len(runner.kept)  # what the states hold; the next generate() resets them
     return np.asarray(seq, dtype=np.int64)[None], stats
+
+
+def accept(sampler: TokenSampler, seq: list[int], proposal, logits: np.ndarray, stats: SpeculativeStats):
+    """Verifies `proposal` after `seq` against the target's `logits` and counts it in `stats`: how many proposed
+    tokens are kept, and the tokens the sequence gains (those and the target's own next one)."""
+    n, token = sampler.accept(seq, proposal, logits)
+    stats.proposed += len(proposal)
+    stats.accepted += n
+    return n, [*proposal.tokens[:n].tolist(), token]
+
+
+def extend(seq: list[int], new: list[int], stops: "StopCheck") -> tuple[list[int], bool]:
+    """Appends `new` to `seq` up to the first token after which it stops: what was appended, and whether it stopped."""
+    for i, token in enumerate(new):
+        seq.append(token)
+        if stops(seq):
+            return new[: i + 1], True
+    return new, False
 
 
 class StopCheck:
