@@ -26,7 +26,19 @@ INSTALL_REQUIRES = [
     "tqdm",
 ]
 
+# the HTTP server and its Ray Serve deployment (optimum_dynexec.serve); the library never imports them
+SERVE = [
+    "fastapi==0.163.2",
+    "uvicorn==0.54.0",
+    "prometheus-client==0.26.0",
+    "ray[serve]==2.60.0",
+    "httpx>=0.28",  # the load generator (serve/loadgen.py)
+]
+# what the serving tests talk to the server with
+SERVE_CLIENTS = ["openai==3.51.0"]
+
 EXTRAS = {
+    "serve": SERVE,
     "bench": ["matplotlib>=3.8", "openvino-genai==2026.4.1.0"],
     "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     # transformers reads GGUF checkpoints (the reference SmolLM2) only with accelerate installed
@@ -42,6 +54,8 @@ EXTRAS = {
         "nbclient>=0.10",
         "nbformat>=5.10",
         "ipykernel>=6.29",
+        *SERVE,
+        *SERVE_CLIENTS,
     ],
 }
 
@@ -57,4 +71,5 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     include_package_data=True,
+    entry_points={"console_scripts": ["optimum-dynexec-serve=optimum_dynexec.serve.cli:main"]},
 )

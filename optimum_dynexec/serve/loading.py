@@ -1,0 +1,99 @@
+"""Which technique a model folder is, and loading it with this package's classes (never with remote code)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from ..configuration import EarlyExitConfig, SpeculativeConfig, StepSaverConfig, load_dynexec_config
+from ..modeling_decoder import OVModelForCausalLM
+from ..modeling_diffusion import OVStableDiffusionPipeline
+from ..modeling_early_exit import OVModelForSequenceClassification
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("llm", "classifier", "images")
+_BY_CONFIG = {SpeculativeConfig: "llm", EarlyExitConfig: "classifier", StepSaverConfig: "images"}
+DIFFUSION_PIPELINES = ("StableDiffusionPipeline", "OVStableDiffusionPipeline")
+
+
+@dataclass
+class LoadedModel:
+    """A served model: its kind (`"llm"`, `"classifier"` or `"images"`), the runtime object, its tokenizer (`None`
+    for a pipeline, which holds its own) and whether the folder has dynamic parts."""
+
+    kind: str
+    model: Any
+    tokenizer: Any
+    dynamic: bool
+    folder: Path
+
+
+def model_kind(folder: str | Path) -> str:
+    """The endpoint family of a folder: its `dynexec_config.json` technique, else `model_index.json` (a Stable
+    Diffusion pipeline) or `config.json`'s architectures (`*ForCausalLM`, `*ForSequenceClassification`).
+
+    Raises:
+        `ValueError`: when the folder is missing or holds nothing this server can serve.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: give an exported model folder.")
+    config = load_dynexec_config(folder)
+    if config is not None:
+        return _BY_CONFIG[type(config)]
+    index = folder / "model_index.json"
+    if index.is_file():
+        name = json.loads(index.read_text()).get("_class_name")
+        if name not in DIFFUSION_PIPELINES:
+            raise ValueError(f"{folder} holds a {name}; this server serves Stable Diffusion pipelines only.")
+        return "images"
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{folder} has no dynexec_config.json, model_index.json or config.json: not a model folder.")
+    architectures = json.loads(config_file.read_text()).get("architectures") or []
+    for architecture in architectures:
+        if architecture.endswith("ForCausalLM"):
+            return "llm"
+        if architecture.endswith("ForSequenceClassification"):
+            return "classifier"
+    raise ValueError(
+        f"{folder} is a {architectures or 'model without architectures'}; this server serves causal LMs, sequence "
+        "classifiers and Stable Diffusion pipelines."
+    )
+
+
+def load_model(folder: str | Path, device: str = "CPU", ov_config: dict | None = None) -> LoadedModel:
+    """Loads a folder with the class of its kind (`model_kind`), `trust_remote_code=False` throughout.
+
+    Args:
+        folder (`str` or `Path`): an OpenVINO model folder, dynexec or plain optimum-intel.
+        device (`str`, defaults to `"CPU"`): the OpenVINO device.
+        ov_config (`dict`, *optional*): OpenVINO properties, e.g. `{"INFERENCE_PRECISION_HINT": "f32"}`.
+
+    Raises:
+        `ValueError`: see `model_kind`; when the folder has no tokenizer.
+    """
+    folder = Path(folder)
+    kind = model_kind(folder)
+    options = {"device": device, "ov_config": ov_config, "trust_remote_code": False}
+    if kind == "images":
+        pipe = OVStableDiffusionPipeline.from_pretrained(folder, **options)
+        pipe.set_progress_bar_config(disable=True)
+        return LoadedModel(kind, pipe, None, pipe.step_config is not None, folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{folder} has no usable tokenizer ({error}): save the tokenizer beside the model."
+        ) from error
+    if kind == "llm":
+        model = OVModelForCausalLM.from_pretrained(folder, **options)
+        return LoadedModel(kind, model, tokenizer, model.speculative_config is not None, folder)
+    model = OVModelForSequenceClassification.from_pretrained(folder, **options)
+    return LoadedModel(kind, model, tokenizer, model.has_early_exit, folder)
