@@ -18,7 +18,10 @@ _LAZY = {
     "export_early_exit": ".exporters.early_exit",
     "OVModelForCausalLM": ".modeling_decoder",
     "OVStableDiffusionPipeline": ".modeling_diffusion",
+    "OVStableDiffusionXLPipeline": ".modeling_diffusion",
+    "OVLatentConsistencyModelPipeline": ".modeling_diffusion",
     "StepSaverPipelineOutput": ".modeling_diffusion",
+    "StepSaverXLPipelineOutput": ".modeling_diffusion",
     "StepSaverConfig": ".configuration",
 }
 
@@ -26,7 +29,13 @@ if TYPE_CHECKING:
     from .configuration import EarlyExitConfig, StepSaverConfig
     from .exporters.early_exit import export_early_exit
     from .modeling_decoder import OVModelForCausalLM
-    from .modeling_diffusion import OVStableDiffusionPipeline, StepSaverPipelineOutput
+    from .modeling_diffusion import (
+        OVLatentConsistencyModelPipeline,
+        OVStableDiffusionPipeline,
+        OVStableDiffusionXLPipeline,
+        StepSaverPipelineOutput,
+        StepSaverXLPipelineOutput,
+    )
     from .modeling_early_exit import EarlyExitClassifierOutput, OVModelForSequenceClassification
 
 
@@ -41,11 +50,14 @@ def __getattr__(name: str):
 __all__ = [
     "EarlyExitClassifierOutput",
     "EarlyExitConfig",
+    "OVLatentConsistencyModelPipeline",
     "OVModelForCausalLM",
     "OVModelForSequenceClassification",
     "OVStableDiffusionPipeline",
+    "OVStableDiffusionXLPipeline",
     "StepSaverConfig",
     "StepSaverPipelineOutput",
+    "StepSaverXLPipelineOutput",
     "export_early_exit",
     "__version__",
 ]

@@ -102,7 +102,7 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
             "--draft-model, prompt lookup proposes where the text repeats and the draft elsewhere."
         ),
     )
-    ss = parser.add_argument_group("StepSaver (text-to-image)")
+    ss = parser.add_argument_group("StepSaver (text-to-image: Stable Diffusion, SDXL, latent consistency)")
     ss.add_argument(
         "--train-step-predictor",
         action="store_true",
@@ -125,7 +125,12 @@ def parse_args_dynexec(parser: ArgumentParser) -> None:
         default=None,
         help="Default step policy (predictor when one is attached, else adaptive).",
     )
-    ss.add_argument("--default-steps", type=int, default=50, help="Fixed steps, and the adaptive maximum (50).")
+    ss.add_argument(
+        "--default-steps",
+        type=int,
+        default=None,
+        help="Fixed steps, and the adaptive maximum (default: the pipeline's own, 50 for SD and SDXL, 4 for LCM).",
+    )
     ss.add_argument("--step-grid", type=int, nargs="+", default=None, help="Step counts tried when labelling.")
     ss.add_argument("--seeds-per-prompt", type=int, default=2, help="Seeds labelled per training prompt (2).")
     ss.add_argument(

@@ -1,18 +1,22 @@
-"""Export of a Stable Diffusion pipeline with its step policy: `out/` holds optimum-intel's OpenVINO pipeline,
-`out/step_predictor/` the StepSaver predictor (an OpenVINO text classifier) and `dynexec_config.json` the policy."""
+"""Export of a text-to-image pipeline (Stable Diffusion, SDXL, latent consistency) with its step policy: `out/` holds
+optimum-intel's OpenVINO pipeline, `out/step_predictor/` the StepSaver predictor (an OpenVINO text classifier) and
+`dynexec_config.json` the policy."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from optimum.intel import OVModelForSequenceClassification, OVStableDiffusionPipeline
+from optimum.intel import OVModelForSequenceClassification
+from optimum.intel.openvino.modeling_diffusion import OV_TEXT2IMAGE_PIPELINES_MAPPING, _get_task_ov_class
 from transformers import AutoConfig, AutoTokenizer
 
 from ..configuration import StepSaverConfig, load_dynexec_config, validate_step_policy
+from ..modeling_diffusion import STEP_POLICY_PIPELINES
 from ..training.step_predictor import DEFAULT_STEP_GRID, build_step_records, train_step_predictor
 from . import quantization
 
@@ -66,24 +70,48 @@ def is_openvino_pipeline(path: Path) -> bool:
     return (Path(path) / "unet" / "openvino_model.xml").is_file()
 
 
+def plain_pipeline_class(model: str | Path) -> type:
+    """optimum-intel's text-to-image class for a pipeline folder (diffusers or OpenVINO), picked as optimum-intel's
+    `OVPipelineForText2Image` picks it: by `model_index.json`'s `_class_name`.
+
+    Raises:
+        `FileNotFoundError`: when `model` is not a diffusers pipeline folder.
+        `ValueError`: when the pipeline is not one with step policies (Stable Diffusion, SDXL, latent consistency).
+    """
+    index = Path(model) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{model} is not a diffusers pipeline folder (no model_index.json).")
+    class_name = json.loads(index.read_text()).get("_class_name")
+    supported = sorted(cls.auto_model_class.__name__ for cls in STEP_POLICY_PIPELINES)
+    try:
+        pipeline_class = _get_task_ov_class(OV_TEXT2IMAGE_PIPELINES_MAPPING, class_name)
+    except ValueError:
+        pipeline_class = None
+    if pipeline_class not in STEP_POLICY_PIPELINES:
+        raise ValueError(
+            f"{model} holds a {class_name}; step policies serve the text-to-image pipelines {', '.join(supported)}."
+        )
+    return pipeline_class
+
+
 def load_plain_pipeline(model: str | Path, quantization_config=None, **kwargs):
-    """optimum-intel's `OVStableDiffusionPipeline` for an OpenVINO folder, or exported from a diffusers folder.
+    """optimum-intel's pipeline for the folder's family (`plain_pipeline_class`), loaded from an OpenVINO folder or
+    exported from a diffusers one.
 
     Raises:
         `FileNotFoundError`: when `model` is neither.
-        `ValueError`: when the compression needs calibration prompts it lacks, or a layer's width does not fit the
-            group size.
+        `ValueError`: when the pipeline family has no step policies, the compression needs calibration prompts it
+            lacks, or a layer's width does not fit the group size.
     """
     model = Path(model)
-    if not (model / "model_index.json").is_file():
-        raise FileNotFoundError(f"{model} is not a diffusers pipeline folder (no model_index.json).")
+    pipeline_class = plain_pipeline_class(model)
     if quantization.needs_calibration(quantization_config) and quantization_config.dataset is None:
         raise ValueError(
             f"The pipeline's compression {quantization.describe(quantization_config)} calibrates on prompts: give "
             "it a dataset (calibration prompts, --train-prompts or --dataset)."
         )
     with quantization.explain_group_size_errors():
-        return OVStableDiffusionPipeline.from_pretrained(
+        return pipeline_class.from_pretrained(
             model, export=not is_openvino_pipeline(model), quantization_config=quantization_config, **kwargs
         )
 
@@ -123,7 +151,7 @@ def export_stepsaver(
     output: str | Path,
     predictor: str | Path | None = None,
     policy: str | None = None,
-    default_steps: int = 50,
+    default_steps: int | None = None,
     quantile: float = 0.5,
     batching: str = "group",
     tolerance: float = 0.05,
@@ -131,15 +159,17 @@ def export_stepsaver(
     predictor_quantization_config=None,
     training: dict | None = None,
 ) -> Path:
-    """Writes an OpenVINO Stable Diffusion pipeline with its step policy (and predictor) into `output`.
+    """Writes an OpenVINO text-to-image pipeline with its step policy (and predictor) into `output`.
 
     Args:
-        model (`str` or `Path`): a diffusers pipeline folder (exported here) or an optimum-intel OpenVINO one.
+        model (`str` or `Path`): a Stable Diffusion, SDXL or latent-consistency pipeline folder: diffusers (exported
+            here) or an optimum-intel OpenVINO one; its `model_index.json` names the family.
         output (`str` or `Path`): the dynexec folder to write.
         predictor (`str` or `Path`, *optional*): a trained step predictor folder; attached as `step_predictor/`.
         policy (`str`, *optional*): the default step policy; `"predictor"` when a predictor is given, else
             `"adaptive"`.
-        default_steps (`int`, defaults to 50): the fixed schedule, and the adaptive policy's maximum.
+        default_steps (`int`, *optional*): the fixed schedule, and the adaptive policy's maximum; defaults to the
+            family's own (50 for Stable Diffusion and SDXL, 4 for latent consistency).
         quantile (`float`, defaults to 0.5), batching (`str`, defaults to `"group"`), tolerance (`float`, defaults
             to 0.05): see `StepSaverConfig`.
         quantization_config: optimum-intel config for the pipeline (see `diffusion_quantization_config`).
@@ -148,8 +178,16 @@ def export_stepsaver(
 
     Returns:
         `Path`: `output`.
+
+    Raises:
+        `FileNotFoundError`: when `model` is not a pipeline folder.
+        `ValueError`: on bad settings, a `"predictor"` policy without a predictor, or a pipeline family without step
+            policies.
     """
     output = Path(output)
+    pipeline_class = plain_pipeline_class(model)
+    if default_steps is None:
+        default_steps = STEP_POLICY_PIPELINES[pipeline_class].default_num_inference_steps()
     policy = policy or ("predictor" if predictor is not None else "adaptive")
     validate_step_policy(policy)
     if policy == "predictor" and predictor is None:
@@ -203,7 +241,7 @@ def train_and_export_stepsaver(
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "pipeline"
         load_plain_pipeline(model, quantization_config=quantization_config, compile=False).save_pretrained(plain)
-        pipe = OVStableDiffusionPipeline.from_pretrained(plain)
+        pipe = plain_pipeline_class(plain).from_pretrained(plain)
         pipe.set_progress_bar_config(disable=True)
         prompts = [p for p in train_prompts for _ in range(seeds_per_prompt)]
         seeds = list(range(len(prompts)))
@@ -213,7 +251,8 @@ def train_and_export_stepsaver(
         records.save(work / "step_records.json")
         trained = train_step_predictor(records, predictor_base, Path(tmp) / "predictor")
         shutil.copy(trained / "step_predictor_metrics.json", work)
-        export_kwargs.setdefault("default_steps", step_grid[-1])
+        if export_kwargs.get("default_steps") is None:
+            export_kwargs["default_steps"] = step_grid[-1]
         export_stepsaver(
             plain,
             output,

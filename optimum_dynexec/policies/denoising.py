@@ -63,35 +63,51 @@ def fewest_sufficient_steps(step_grid: Sequence[int], acceptable: Sequence[bool]
 
 
 class AdaptiveStop(PipelineCallback):
-    """Stops denoising once the scheduler's predicted clean latent (`pred_original_sample`) stops changing.
+    """Stops denoising once the predicted clean latent stops changing.
 
-    Use it as `callback_on_step_end` inside `recording_clean_latents(pipe.scheduler, callback)`, which feeds it
-    each step's clean-latent estimate. At the stop it replaces the latents with that estimate and sets the
-    pipeline's `_interrupt`, so the pipeline skips the remaining steps and decodes a real, clean image.
+    The clean-latent estimate comes from one of two places. By default it is the scheduler's `pred_original_sample`
+    (DDIM, DDPM, Euler, ...): run the pipeline inside `recording_clean_latents(pipe.scheduler, callback)`, which
+    feeds it each step's estimate, and at the stop the callback replaces the latents with it. A pipeline that hands
+    its callbacks the estimate itself (diffusers' LCM loop: `denoised`) names it in `clean_latents`; the callback then
+    reads it there and, at the stop, holds that tensor at the estimate for the rest of the loop.
+
+    At the stop it also sets the pipeline's `_interrupt`, so a loop that checks it (Stable Diffusion, SDXL) skips the
+    remaining steps and decodes a real, clean image. A loop without that check keeps calling the callback, which then
+    only holds the estimate (see `skipping_after_stop` to make those steps nearly free).
 
     Args:
         tolerance (`float`, defaults to 0.05): the relative change `||x0_t - x0_prev|| / ||x0_t||` (worst sample in
             the batch) under which a step counts as converged, in `(0, 1)`.
         patience (`int`, defaults to 2): consecutive converged steps needed to stop.
         min_steps (`int`, defaults to 4): never stop before this many steps.
+        clean_latents (`str`, *optional*): the callback tensor input holding the pipeline's clean-latent estimate
+            (`"denoised"` for LCM); `None` reads the scheduler's `pred_original_sample` and writes `latents`.
 
     Attributes:
-        steps_used (`int`): the denoising steps run in the last call.
+        steps_used (`int`): the denoising steps run in the last call (up to the stop).
+        stopped (`bool`): whether the last call stopped early.
         changes (`list[float]`): the relative change measured after each step of the last call.
     """
 
-    tensor_inputs = ["latents"]
-
-    def __init__(self, tolerance: float = 0.05, patience: int = 2, min_steps: int = 4):
+    def __init__(
+        self, tolerance: float = 0.05, patience: int = 2, min_steps: int = 4, clean_latents: str | None = None
+    ):
         super().__init__()
         validate_tolerance(tolerance)
         if patience < 1 or min_steps < 1:
             raise ValueError(f"patience and min_steps must be positive, got {patience} and {min_steps}.")
         self.tolerance, self.patience, self.min_steps = float(tolerance), int(patience), int(min_steps)
+        self.clean_latents = clean_latents
         self.reset()
+
+    @property
+    def tensor_inputs(self) -> list[str]:
+        """The one callback tensor this callback reads or writes: `clean_latents`, else `"latents"`."""
+        return [self.clean_latents or "latents"]
 
     def reset(self) -> None:
         self.steps_used = 0
+        self.stopped = False
         self.changes: list[float] = []
         self._previous: torch.Tensor | None = None
         self._current: torch.Tensor | None = None
@@ -102,8 +118,12 @@ class AdaptiveStop(PipelineCallback):
         self._current = clean_latents
 
     def callback_fn(self, pipeline, step_index: int, timestep, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        (name,) = self.tensor_inputs
+        if self.stopped:  # a loop that does not check `_interrupt`: keep the estimate it stopped at
+            callback_kwargs[name] = self._previous.to(callback_kwargs[name].dtype)
+            return callback_kwargs
         self.steps_used = step_index + 1
-        current = self._current
+        current = callback_kwargs[name] if self.clean_latents else self._current
         if current is None:
             raise RuntimeError(
                 "AdaptiveStop saw no clean-latent estimate: run the pipeline inside `recording_clean_latents` with a "
@@ -117,8 +137,9 @@ class AdaptiveStop(PipelineCallback):
             self._calm = self._calm + 1 if change < self.tolerance else 0
         self._previous = current
         if self._calm >= self.patience and self.steps_used >= self.min_steps:
+            self.stopped = True
             pipeline._interrupt = True
-            callback_kwargs["latents"] = current.to(callback_kwargs["latents"].dtype)
+            callback_kwargs[name] = current.to(callback_kwargs[name].dtype)
         return callback_kwargs
 
 
@@ -153,3 +174,35 @@ def recording_clean_latents(scheduler, stop: AdaptiveStop) -> Iterator[None]:
             scheduler.step = original
         else:
             del scheduler.step  # back to the class's method
+
+
+@contextmanager
+def skipping_after_stop(model, stop: AdaptiveStop) -> Iterator[None]:
+    """Within the block, once `stop` has stopped, calls of `model` return its last output without running it.
+
+    For a denoising loop that does not check `_interrupt` (diffusers' LCM pipeline): its remaining steps then cost a
+    scheduler step each instead of a UNet call, and `stop` holds the clean-latent estimate it stopped at.
+
+    Args:
+        model: the pipeline part the loop calls once per step (e.g. `pipe.unet`), called through its `forward`.
+        stop (`AdaptiveStop`): the callback whose `stopped` flag ends the real calls.
+    """
+    original = model.forward
+    had_own_forward = "forward" in vars(model)
+    last = None
+
+    def forward(*args, **kwargs):
+        nonlocal last
+        if not (stop.stopped and last is not None):
+            last = original(*args, **kwargs)
+        return last
+
+    stop.reset()
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if had_own_forward:
+            model.forward = original
+        else:
+            del model.forward  # back to the class's method
