@@ -44,7 +44,8 @@ class EarlyExitEngine:
         self.models = models
         self.config = config
         self.policy = ExitPolicy(config.threshold, config.criterion)
-        self.first_inputs = [p.get_any_name() for p in models[0].inputs]
+        # every name of every port (a port may also carry a tracer's number, which `get_any_name` can return)
+        self.first_inputs = {name for port in models[0].inputs for name in port.get_names()}
         self.requests: list[ov.InferRequest] | None = None
         self._ends = [end for _, end in config.segment_layers]
 
@@ -90,6 +91,8 @@ class EarlyExitEngine:
         self.config.threshold, self.config.criterion = policy.threshold, policy.criterion
 
     def first_feeds(self, input_ids, attention_mask, token_type_ids) -> dict[str, np.ndarray]:
+        """The first segment's inputs: `token_type_ids` (zeros when not given) only when the segment takes them, as
+        optimum-intel's graph of the same model does."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.first_inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids

@@ -45,16 +45,19 @@ class OVModelForSequenceClassification(_OVModelForSequenceClassification):
     _exits_enabled: bool = False
 
     @classmethod
-    def from_pretrained(
+    def _from_pretrained(
         cls,
         model_id,
+        config,
         *args,
         exit_threshold: float | None = None,
         exit_criterion: str | None = None,
         exits_enabled: bool = True,
         **kwargs,
     ):
-        """Loads a model as optimum-intel does, and its exit segments when the folder has a `dynexec_config.json`.
+        """optimum-intel's loading hook: `from_pretrained` finds the model (a folder, a hub id, or a fresh export with
+        `export=True`) as optimum-intel does and calls this; it loads the model as optimum-intel does, and its exit
+        segments when the folder has a `dynexec_config.json`. These keywords pass through `from_pretrained`:
 
         Args:
             exit_threshold (`float`, *optional*): overrides the calibrated threshold, in `[0, 1]`.
@@ -62,19 +65,20 @@ class OVModelForSequenceClassification(_OVModelForSequenceClassification):
             exits_enabled (`bool`, defaults to `True`): `False` runs the full model (exactly optimum-intel's graph).
 
         Raises:
-            `ValueError`: when exit settings are given for a folder without exit heads, or are out of range.
+            `ValueError`: when exit settings are given for a model without exit heads, or are out of range.
         """
-        model = super().from_pretrained(model_id, *args, **kwargs)
-        folder = Path(model_id) / kwargs.get("subfolder", "")
-        config = config_for_model(model_id, EarlyExitConfig, "an early-exit classifier", kwargs.get("subfolder", ""))
-        if config is None:
+        model = super()._from_pretrained(model_id, config, *args, **kwargs)
+        subfolder = kwargs.get("subfolder", "")
+        dynexec = config_for_model(model_id, EarlyExitConfig, "an early-exit classifier", subfolder)
+        if dynexec is None:
             if exit_threshold is not None or exit_criterion is not None:
+                name = getattr(config, "name_or_path", "") or model_id  # an export's temporary folder says nothing
                 raise ValueError(
-                    f"{model_id} has no exit heads ({CONFIG_NAME} is missing), so it cannot exit early. Export it "
-                    "with `optimum-cli export dynexec --task text-classification` first."
+                    f"{name} has no exit heads ({CONFIG_NAME} is missing), so it cannot exit early. Export it with "
+                    "`optimum-cli export dynexec --task text-classification` first."
                 )
             return model
-        model.early_exit = EarlyExitEngine.from_folder(folder, config, core)
+        model.early_exit = EarlyExitEngine.from_folder(Path(model_id) / subfolder, dynexec, core)
         model.early_exit.set_policy(exit_threshold, exit_criterion)
         model._exits_enabled = exits_enabled
         if model.request is not None:  # optimum-intel compiled the full model: compile the segments alike

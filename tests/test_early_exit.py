@@ -1,5 +1,6 @@
 """Early-exit runtime on a tiny random BERT: parity with optimum-intel, exits, batch compaction, bad input."""
 
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -197,25 +198,35 @@ def test_auto_exit_layers_keep_a_subset_that_runs(tiny_bert, tiny_train_file, tm
     assert set(out.exit_layers.tolist()) <= {*config.exit_layers, 4}
 
 
-@pytest.mark.parametrize("model_type", ["roberta", "electra", "distilbert"])
-def test_encoder_families_export_and_match_optimum_intel(tiny_train_file, tmp_path, model_type):
-    """Each family exports with the automatic exit selection (which times optimum-intel's full graph with its own
-    inputs: RoBERTa and DistilBERT have no token_type_ids), and its segments without exits equal optimum-intel."""
-    from tiny_models import make_tiny_bert
+def test_hub_id_loads_as_optimum_intel(tiny_early_exit, tmp_path, tokenizer, monkeypatch):
+    """A model id that is not a local folder goes through optimum-intel's own lookup (here its offline hub cache);
+    the exit parts are read from local folders only, so it runs as optimum-intel's class."""
+    snapshot = tmp_path / "models--dynexec-tests--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "openvino_model.xml", "openvino_model.bin"):
+        (snapshot / name).write_bytes((tiny_early_exit / name).read_bytes())
+    (tmp_path / "models--dynexec-tests--tiny" / "refs").mkdir()
+    (tmp_path / "models--dynexec-tests--tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    ours = OVModelForSequenceClassification.from_pretrained(
+        "dynexec-tests/tiny", cache_dir=str(tmp_path), ov_config=F32
+    )
+    theirs = PlainOVModel.from_pretrained("dynexec-tests/tiny", cache_dir=str(tmp_path), ov_config=F32)
+    assert not ours.has_early_exit and ours.model_save_dir == theirs.model_save_dir == snapshot
+    enc = tokenizer(TEXTS, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(ours(**enc).logits, theirs(**enc).logits)
+    with pytest.raises(ValueError, match="no exit heads"):
+        OVModelForSequenceClassification.from_pretrained(
+            "dynexec-tests/tiny", cache_dir=str(tmp_path), exit_threshold=0.5
+        )
 
-    source = make_tiny_bert(tmp_path / model_type, model_type=model_type)
-    out = tmp_path / f"{model_type}-dynexec"
-    config = export_early_exit(source, out, exit_layers="auto", train_file=tiny_train_file, target_agreement=0.9)
-    assert config.exit_layers and set(config.exit_layers) <= {1, 2, 3}
-    ours = OVModelForSequenceClassification.from_pretrained(out, ov_config=F32)
-    theirs = PlainOVModel.from_pretrained(out, ov_config=F32)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    batch = dict(tokenizer(TEXTS[:8], padding=True, return_tensors="np"))
-    plain_inputs = {k: v for k, v in batch.items() if k in theirs.input_names}
-    expected = theirs(**plain_inputs).logits
-    ours.exits_enabled = False
-    np.testing.assert_allclose(ours(**batch).logits, expected, atol=1e-5)
-    ours.exits_enabled, ours.exit_threshold = True, 1.0  # through every segment, no exit taken
-    result = ours(**batch)
-    assert (result.exit_layers == 4).all()
-    np.testing.assert_allclose(result.logits, expected, atol=1e-4)
+
+def test_export_true_on_a_transformers_folder(tiny_bert, tokenizer):
+    """`export=True` goes through optimum-intel's export hook and then this class's loading hook."""
+    ours = OVModelForSequenceClassification.from_pretrained(tiny_bert, export=True, ov_config=F32)
+    theirs = PlainOVModel.from_pretrained(tiny_bert, export=True, ov_config=F32)
+    assert isinstance(ours, OVModelForSequenceClassification) and not ours.has_early_exit
+    enc = tokenizer(TEXTS, padding=True, return_tensors="np")
+    np.testing.assert_allclose(ours(**enc).logits, theirs(**enc).logits, atol=1e-6)
+    with pytest.raises(ValueError, match=f"{tiny_bert} has no exit heads"):
+        OVModelForSequenceClassification.from_pretrained(tiny_bert, export=True, exit_threshold=0.5)

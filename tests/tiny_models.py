@@ -22,10 +22,22 @@ def make_tokenizer() -> BertTokenizerFast:
 def make_tiny_bert(
     folder: Path, num_layers: int = 4, num_labels: int = 2, seed: int = 0, model_type: str = "bert"
 ) -> Path:
-    """Saves a random sequence classifier (`model_type` "bert", "roberta", "electra" or "distilbert") with a BERT
-    tokenizer into `folder`."""
+    """Saves a random sequence classifier (`model_type` "bert", "roberta", "xlm-roberta", "camembert", "electra",
+    "distilbert", "albert", "deberta-v2" or "mpnet") with a BERT tokenizer into `folder`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    # the parts that make a family what it is, switched on (narrow embeddings, relative positions, a conv layer)
+    family_settings = {
+        "albert": dict(embedding_size=16, num_hidden_groups=2),
+        "deberta-v2": dict(
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=16,
+            norm_rel_ebd="layer_norm",
+            position_biased_input=False,
+            conv_kernel_size=3,
+        ),
+    }
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
     config = AutoConfig.for_model(
@@ -38,6 +50,7 @@ def make_tiny_bert(
         max_position_embeddings=64,
         num_labels=num_labels,
         pad_token_id=0,
+        **family_settings.get(model_type, {}),
     )
     AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -23,7 +23,7 @@ from ..early_exit_engine import EarlyExitEngine
 from ..policies import calibrate_threshold, select_exits, simulate_exits
 from ..training.exit_heads import HEADS_CONFIG, ExitHeads, ExitHeadTrainingConfig, train_exit_heads
 from . import quantization
-from .encoder_segments import build_segments
+from .encoder_segments import build_segments, get_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +39,29 @@ def _convert_segment(segment, example: dict[str, torch.Tensor]) -> ov.Model:
     return model
 
 
-def convert_segments(model: torch.nn.Module, heads: ExitHeads) -> list[ov.Model]:
-    """Converts the segments of `model` cut after `heads.exit_layers` to OpenVINO models with dynamic shapes."""
+def convert_segments(
+    model: torch.nn.Module, heads: ExitHeads, done: dict[tuple[int, int], ov.Model] | None = None
+) -> list[ov.Model]:
+    """Converts the segments of `model` cut after `heads.exit_layers` to OpenVINO models with dynamic shapes.
+
+    Args:
+        done (`dict`, *optional*): segments converted before with the same heads, by `(start, end)` layer; those are
+            reused, and the new ones added.
+    """
+    done = {} if done is None else done
     ids = torch.tensor([[2, 5, 7, 3], [2, 6, 3, 0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
     hidden = torch.zeros(2, 4, model.config.hidden_size)
+    first = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    # the first segment takes exactly the inputs of optimum-intel's graph of the model
+    first = {name: first[name] for name in get_adapter(model).input_names}
     converted = []
     for segment in tqdm(build_segments(model, heads), desc="converting segments"):
-        if segment.is_first:
-            example = {"input_ids": ids, "attention_mask": mask}
-            if getattr(model.config, "type_vocab_size", 0):
-                example["token_type_ids"] = torch.zeros_like(ids)
-        else:
-            example = {"hidden_states": hidden, "attention_mask": mask}
-        converted.append(_convert_segment(segment, example))
+        key = (segment.start, segment.end)
+        if key not in done:
+            example = first if segment.is_first else {"hidden_states": hidden, "attention_mask": mask}
+            done[key] = _convert_segment(segment, example)
+        converted.append(done[key])
     return converted
 
 
@@ -187,6 +196,7 @@ def export_early_exit(
     # Phase 2, exit heads: trained by self-distillation, or loaded.
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=torch.float32).eval()
+    get_adapter(model)  # an unsupported family fails here, before any training
     num_layers = model.config.num_hidden_layers
     calibration = train_part = None
     if train_data is not None:
@@ -211,7 +221,8 @@ def export_early_exit(
         target_agreement=target_agreement,
         quantization=quant_record,
     )
-    segments = convert_segments(model, heads)
+    converted: dict[tuple[int, int], ov.Model] = {}
+    segments = convert_segments(model, heads, converted)
     engine = EarlyExitEngine(segments, config)
     engine.compile(core, "CPU", ov_config)
     have_text = calibration is not None and len(calibration) > 0
@@ -235,7 +246,7 @@ def export_early_exit(
         )
         heads = heads.select(keep)
         config.exit_layers = keep
-        segments = convert_segments(model, heads)
+        segments = convert_segments(model, heads, converted)  # segments kept whole are not converted again
         engine = EarlyExitEngine(segments, config)
         engine.compile(core, "CPU", ov_config)
     config.segments = [f"{SEGMENT_DIR}/segment_{k}.xml" for k in range(len(segments))]
