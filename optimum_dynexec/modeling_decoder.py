@@ -18,12 +18,14 @@ import copy
 import functools
 import logging
 import weakref
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from optimum.intel import OVModelForCausalLM as _OVModelForCausalLM
-from optimum.intel.openvino.modeling_decoder import SSM_MODELS
+from optimum.intel.openvino.modeling_decoder import SSM_MODELS, OVModelWithMambaForCausalLM
 from transformers import StoppingCriteriaList
 from transformers.generation.stopping_criteria import StopStringCriteria
 
@@ -39,6 +41,7 @@ from .speculative_loop import speculative_decode
 from .target_graph import LOGITS_TO_KEEP, has_logits_slice
 
 logger = logging.getLogger(__name__)
+_OPTIMUM_INTEL_VERSION = version("optimum-intel")
 
 
 def _lookahead_arguments(kwargs: dict, generation_config) -> dict[str, int]:
@@ -144,6 +147,25 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             draft_class = OVEagleDraft if dynexec.draft_type == "eagle" else OVModelForCausalLM
             model.draft = draft_class.from_pretrained(folder / dynexec.draft, **draft_kwargs)
         return model
+
+    @classmethod
+    def _export(cls, model_id, config, *args, **kwargs):
+        """optimum-intel's export hook; an export that optimum-intel refuses under the installed transformers (its
+        export config for the family caps the version) names the family and the versions.
+
+        Raises:
+            `ValueError`: when optimum-intel's export config for the family does not allow this transformers version.
+        """
+        try:
+            return super()._export(model_id, config, *args, **kwargs)
+        except ValueError as error:
+            if "version of Transformers does not allow" not in str(error):
+                raise
+            raise ValueError(
+                f"optimum-intel {_OPTIMUM_INTEL_VERSION} cannot export the {config.model_type} family under "
+                f"transformers {transformers.__version__}: {error}. Export it with optimum-cli in an environment "
+                "whose transformers is in that range, then load the exported folder here."
+            ) from error
 
     def _save_pretrained(self, save_directory):
         super()._save_pretrained(save_directory)
@@ -455,5 +477,8 @@ _FAMILY_CLASSES: dict[type, type] = {}
 def _with_rollback(family: type) -> type:
     """`OVModelForCausalLM` (this package's) over one of optimum-intel's per-family classes, made once per family."""
     if family not in _FAMILY_CLASSES:
-        _FAMILY_CLASSES[family] = type(family.__name__, (OVModelForCausalLM, family), {"__module__": __name__})
+        namespace = {"__module__": __name__}
+        if issubclass(family, OVModelWithMambaForCausalLM):  # its own forward and cache (generate reads the signature)
+            namespace["forward"] = family.forward
+        _FAMILY_CLASSES[family] = type(family.__name__, (OVModelForCausalLM, family), namespace)
     return _FAMILY_CLASSES[family]

@@ -196,7 +196,8 @@ def random_head(hf: Path, seed: int = 0, vocab_step: int = 1):
     return head.eval()
 
 
-# small settings of decoder families optimum-intel exports (phi3 and gpt_bigcode get a class of their own)
+# small settings of decoder families optimum-intel exports (phi3, gpt_bigcode and the SSM families get a class of
+# their own); which of them the installed transformers lets optimum-intel export is its export configs' business
 _LLAMA_LIKE = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
 )
@@ -216,6 +217,19 @@ FAMILY_CONFIGS = {
     ),
     "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, **_TOKENS),
     "bloom": dict(hidden_size=32, n_layer=2, n_head=4, **_TOKENS),
+    **{t: {**_LLAMA_LIKE, **_TOKENS, "head_dim": 8} for t in ("gemma", "gemma2", "gemma3_text")},
+    # recurrent (SSM) state, alone or beside attention layers: no rollback
+    **{t: dict(hidden_size=32, num_hidden_layers=2, state_size=8, **_TOKENS) for t in ("mamba", "falcon_mamba")},
+    "granitemoehybrid": dict(
+        **_LLAMA_LIKE,
+        **_TOKENS,
+        layer_types=["mamba", "attention"],
+        num_local_experts=0,
+        shared_intermediate_size=64,
+        mamba_n_heads=4,
+        mamba_d_state=8,
+        mamba_chunk_size=16,
+    ),
 }
 
 
@@ -225,18 +239,25 @@ def make_tiny_decoder(
     """Exports a random causal LM of `model_type` (settings from `FAMILY_CONFIGS`) with optimum-intel (stateful)
     into `folder / "ov"` and returns that folder."""
     from optimum.intel import OVModelForCausalLM
+
+    hf = save_tiny_decoder(folder / "hf", model_type, vocab_size, seed)
+    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False, stateful=stateful).save_pretrained(
+        folder / "ov"
+    )
+    return folder / "ov"
+
+
+def save_tiny_decoder(folder: Path, model_type: str, vocab_size: int = 96, seed: int = 0) -> Path:
+    """Saves a random transformers causal LM of `model_type` (settings from `FAMILY_CONFIGS`, sharpened output) with
+    a word tokenizer into `folder` and returns it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **FAMILY_CONFIGS[model_type])
     config.max_position_embeddings = getattr(config, "max_position_embeddings", 256)
-    hf = folder / "hf"
-    make_word_tokenizer(vocab_size).save_pretrained(hf)
+    make_word_tokenizer(vocab_size).save_pretrained(folder)
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)
-    model.save_pretrained(hf)
-    OVModelForCausalLM.from_pretrained(hf, export=True, compile=False, stateful=stateful).save_pretrained(
-        folder / "ov"
-    )
-    return folder / "ov"
+    model.save_pretrained(folder)
+    return folder
