@@ -214,11 +214,13 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if speculative:
             if not self.stateful:
                 raise ValueError("Speculative decoding needs a stateful export (the default of optimum-intel).")
-            if self.config.model_type in SSM_MODELS:
-                raise ValueError(
-                    f"Speculative decoding rolls back a KV cache; {self.config.model_type} keeps a recurrent (SSM) "
-                    "state that cannot be rolled back: decode without a drafter."
-                )
+            for role, model in (("the draft", assistant_model), ("the model", self)):
+                model_type = getattr(getattr(model, "config", None), "model_type", None)
+                if model_type in SSM_MODELS:
+                    raise ValueError(
+                        f"Speculative decoding rolls back a KV cache; {role}, a {model_type}, keeps a recurrent (SSM) "
+                        "state that cannot be rolled back: decode without a drafter, or draft with a KV-cache model."
+                    )
         if assistant_model is not None:
             assistant_model = self._as_rollback_model(assistant_model)
         if speculative and self.use_lean_loop:

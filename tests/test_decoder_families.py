@@ -109,8 +109,8 @@ def test_a_recurrent_state_decodes_plainly_and_refuses_to_speculate(tmp_path, mo
     assert isinstance(ours, OVModelForCausalLM) and isinstance(ours, type(plain)), "optimum-intel's choice is kept"
     ids = torch.tensor([[5, 9, 14, 5, 9, 14, 5, 9]])
     assert torch.equal(ours.generate(input_ids=ids, **GREEDY), plain.generate(input_ids=ids, **GREEDY))
-    for drafter in ({"prompt_lookup_num_tokens": 3}, {"assistant_model": plain}):
-        with pytest.raises(ValueError, match=rf"{model_type} keeps a recurrent \(SSM\) state"):
+    for role, drafter in (("the model", {"prompt_lookup_num_tokens": 3}), ("the draft", {"assistant_model": plain})):
+        with pytest.raises(ValueError, match=rf"{role}, a {model_type}, keeps a recurrent \(SSM\) state"):
             ours.generate(input_ids=ids, **GREEDY, **drafter)
 
 
