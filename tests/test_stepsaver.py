@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import F32
 from optimum.intel import OVStableDiffusionPipeline as PlainPipeline
-from tiny_models import WORDS, make_tiny_sd, random_texts
+from tiny_models import WORDS, make_tiny_sd, make_tiny_step_predictor
 
 from optimum_dynexec import OVStableDiffusionPipeline
 from optimum_dynexec.configuration import StepSaverConfig, load_dynexec_config
 from optimum_dynexec.exporters.diffusion import diffusion_quantization_config, export_stepsaver
 from optimum_dynexec.policies.denoising import AdaptiveStop, choose_steps, fewest_sufficient_steps
-from optimum_dynexec.training.classifier import FineTuneConfig, predict_classifier
-from optimum_dynexec.training.step_predictor import StepRecords, train_step_predictor
+from optimum_dynexec.training.classifier import predict_classifier
+from optimum_dynexec.training.step_predictor import StepRecords
 
 GRID = [2, 4, 8]
 
@@ -34,12 +34,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_predictor(tiny_bert, tmp_path_factory) -> Path:
     """A step predictor trained on fake labels: prompts that mention `good` need 2 steps, others 8."""
-    texts = [" ".join(w for w in t.split() if w != "good") or "day" for t in random_texts(120, seed=3, max_words=5)]
-    prompts = [f"good {t}" if i % 2 else t for i, t in enumerate(texts)]
-    steps = [2 if "good" in p.split() else 8 for p in prompts]
-    records = StepRecords(prompts, list(range(120)), GRID, [[1.0] * 3] * 120, None, steps, 0.9)
-    config = FineTuneConfig(epochs=8, learning_rate=3e-3, batch_size=16, max_length=16)
-    return train_step_predictor(records, tiny_bert, tmp_path_factory.mktemp("pred") / "predictor", config)
+    return make_tiny_step_predictor(tiny_bert, tmp_path_factory.mktemp("pred") / "predictor", GRID)
 
 
 @pytest.fixture(scope="module")
