@@ -205,6 +205,7 @@ def make_drafter(
     schedule: LookaheadSchedule | None = None,
     confidence_threshold: float = 0.0,
     own_request: bool = False,
+    lookup_schedule: LookaheadSchedule | None = None,
 ) -> Drafter:
     """The drafter for a draft model or EAGLE head, prompt lookup, or both (lookup first).
 
@@ -215,6 +216,8 @@ def make_drafter(
             own; default: heuristic from 5).
         confidence_threshold (`float`): the model drafter stops once its top probability falls below this.
         own_request (`bool`): the model drafter runs on an infer request of its own (one drafter per sequence).
+        lookup_schedule (`LookaheadSchedule`, *optional*): prompt lookup's length policy beside a model drafter
+            (default: constant `prompt_lookup_num_tokens`).
 
     Raises:
         `ValueError`: with neither a draft nor prompt lookup.
@@ -222,13 +225,15 @@ def make_drafter(
     if draft is None and prompt_lookup_num_tokens is None:
         raise ValueError("Give a draft model or prompt_lookup_num_tokens.")
     if draft is None:
-        return PromptLookupDrafter(prompt_lookup_num_tokens, schedule or LookaheadSchedule(prompt_lookup_num_tokens))
+        return PromptLookupDrafter(
+            prompt_lookup_num_tokens, schedule or lookup_schedule or LookaheadSchedule(prompt_lookup_num_tokens)
+        )
     schedule = schedule or LookaheadSchedule(5)
     cls = EagleDrafter if getattr(draft, "is_eagle", False) else DraftModelDrafter
     model_drafter = cls(draft, schedule, confidence_threshold, own_request)
     if prompt_lookup_num_tokens is None:
         return model_drafter
-    return LookupThenDraft(PromptLookupDrafter(prompt_lookup_num_tokens), model_drafter)
+    return LookupThenDraft(PromptLookupDrafter(prompt_lookup_num_tokens, lookup_schedule), model_drafter)
 
 
 def _length(schedule: LookaheadSchedule, max_tokens: int) -> int:

@@ -34,7 +34,7 @@ from .drafters import make_drafter
 from .eagle import OVEagleDraft
 from .kv_cache import StatefulKVCache
 from .paged_runner import paged_form
-from .policies.lookahead import LookaheadSchedule
+from .policies.lookahead import LookaheadSchedule, batch_schedule
 from .sampling import TokenSampler
 from .speculative_batch import speculative_decode_batch
 from .speculative_loop import speculative_decode
@@ -307,8 +307,15 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             schedule, confidence = LookaheadSchedule(int(lookup), "constant"), 0.0
 
         def drafter_of(own_request: bool):  # a batch gives every row a drafter (and schedule) of its own
-            own = copy.deepcopy(schedule) if own_request else schedule
-            return make_drafter(assistant_model, lookup, own, confidence, own_request=own_request)
+            if not own_request:
+                return make_drafter(assistant_model, lookup, schedule, confidence)
+            # in a batch every proposed position costs the whole call time, so each row's lookup adapts its length
+            # (up to the asked one) and stops proposing where it keeps failing (`batch_schedule`)
+            own = batch_schedule(schedule)
+            lookup_own = batch_schedule(LookaheadSchedule(int(lookup))) if lookup is not None else None
+            if assistant_model is None:
+                own = lookup_own
+            return make_drafter(assistant_model, lookup, own, confidence, own_request=True, lookup_schedule=lookup_own)
 
         # the call as transformers sees it: no drafter settings (transformers' assisted mode refuses a stateful model)
         # and no stop strings (it hands a callable custom_generate no tokenizer: the criterion is built here)

@@ -40,8 +40,8 @@ def speculative_decode_batch(
         pads (`list[int]`): each row's left padding, as the processors and criteria see it (`[pad] * k + prompt`).
         drafters (`list[Drafter]`): one per row, each with its own state.
         max_new_tokens (`int`): new tokens per row at most.
-        sampler, stopping_criteria, eos_token_id, pad_patience: as in `speculative_loop.speculative_decode` (every
-            row of a call is padded to the same width).
+        sampler, stopping_criteria, eos_token_id, pad_patience: as in `speculative_loop.speculative_decode` (the
+            padding keeps a call's total number of positions stable, see `_padded`).
 
     Returns:
         `(new_tokens, stats)`: each row's new tokens, and what the loop did (a target call serves every row).
@@ -69,11 +69,8 @@ def speculative_decode_batch(
         for i in active:
             room = stops[i].max_length - len(rows[i])
             proposals[i] = drafters[i].propose(rows[i][offsets[i] :], room, sampler)
-        # every row fed the same number of positions: a stable call shape is cheaper (`VerifyWidth`); a row's
-        # padding repeats its last token after its proposal and is rolled back with the rejected tokens
-        width = min(widths(max(len(p) for p in proposals.values()) + 1), _MAX_WIDTH)
-        feeds = {i: pad_to_width(np.asarray([rows[i][-1], *proposals[i].tokens.tolist()]), width)[0] for i in active}
-        out = runner.infer(feeds)
+        feeds = {i: [rows[i][-1], *proposals[i].tokens.tolist()] for i in active}
+        out = runner.infer(_padded(feeds, widths))
         stats.target_calls += 1
         for i in active:
             proposal, row = proposals[i], rows[i]
@@ -85,3 +82,22 @@ def speculative_decode_batch(
                 finished.add(i)
         active = [i for i in active if i not in finished]
     return [row[len(pad) + len(prompt) :] for row, pad, prompt in zip(rows, pads, prompts)], stats
+
+
+def _padded(feeds: dict[int, list[int]], widths: VerifyWidth) -> dict[int, np.ndarray]:
+    """The rows' feeds, padded so that the call's total number of positions follows `widths`.
+
+    A stable call shape is cheaper (`VerifyWidth`), and the call's cost grows with its total positions, not its
+    widest row: the padding is spread over the rows (a row's padding repeats its last token after its proposal and is
+    rolled back with the rejected tokens), each row staying within `_MAX_WIDTH` positions.
+    """
+    needed = sum(map(len, feeds.values()))
+    room = {i: _MAX_WIDTH - len(f) for i, f in feeds.items()}
+    pad = min(widths(needed), needed + sum(room.values())) - needed
+    extra = dict.fromkeys(feeds, 0)
+    while pad > 0:
+        for i in feeds:
+            if pad > 0 and extra[i] < room[i]:
+                extra[i] += 1
+                pad -= 1
+    return {i: pad_to_width(np.asarray(f, dtype=np.int64), len(f) + extra[i])[0] for i, f in feeds.items()}

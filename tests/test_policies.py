@@ -9,6 +9,9 @@ from optimum_dynexec.policies import (
     select_exits,
     simulate_exits,
 )
+from optimum_dynexec.policies.lookahead import LookaheadSchedule, batch_schedule
+from optimum_dynexec.policies.width import VerifyWidth
+from optimum_dynexec.speculative_batch import _MAX_WIDTH, _padded
 
 
 def test_exit_scores_confidence_and_entropy():
@@ -83,3 +86,32 @@ def test_select_exits_drops_an_exit_nobody_takes():
     chosen, threshold, stats = select_exits(layer_logits, np.array([1.0, 1.0, 1.0]), 0.5, target_agreement=1.0)
     assert chosen == [0]
     assert stats["agreement"] == 1.0 and stats["expected_cost"] < stats["expected_cost_full"]
+
+
+def test_batch_schedule_adapts_up_to_the_asked_length_and_backs_off():
+    asked = LookaheadSchedule(5, "constant")
+    row = batch_schedule(asked)
+    assert row is not asked and row.next() == 5
+    row.update(5, 5)
+    assert row.next() == 5  # never beyond the asked length
+    for _ in range(5):
+        row.update(row.next(), 0)
+    assert row.num_tokens == 0  # a row whose drafts keep failing stops proposing, then probes
+    probes = [row.next() for _ in range(row.probe_every)]
+    assert probes.count(1) == 1 and probes.count(0) == row.probe_every - 1
+    assert asked.num_tokens == 5  # the call's own schedule is untouched
+
+
+def test_batch_padding_keeps_the_total_stable_and_each_row_within_its_room():
+    widths = VerifyWidth(patience=2)
+    wide = _padded({0: [1, 2, 3, 4, 5, 6], 1: [7], 2: [8, 9]}, widths)
+    assert [len(v) for v in wide.values()] == [6, 1, 2]  # widening: no padding
+    narrow = _padded({0: [1, 2], 1: [7], 2: [8, 9, 10]}, widths)
+    assert sum(len(v) for v in narrow.values()) == 9  # padded back to the last total, not to 3 x the widest row
+    # spread over the rows, each repeating its last token
+    assert [v.tolist() for v in narrow.values()] == [[1, 2, 2], [7, 7], [8, 9, 10, 10]]
+    full = _padded({0: list(range(_MAX_WIDTH)), 1: [1]}, VerifyWidth(patience=2))
+    widths_big = VerifyWidth(patience=2)
+    widths_big(3 * _MAX_WIDTH)
+    capped = _padded({0: list(range(_MAX_WIDTH)), 1: [1]}, widths_big)
+    assert len(capped[0]) == _MAX_WIDTH and len(capped[1]) == _MAX_WIDTH and len(full[0]) == _MAX_WIDTH

@@ -86,3 +86,16 @@ def prompt_lookup_candidates(tokens: np.ndarray, num_tokens: int, max_ngram: int
                 return tokens[start : start + num_tokens]
             return np.resize(tokens[start:], num_tokens)  # repeats the period `tokens[start:]`
     return tokens[:0]
+
+
+def batch_schedule(schedule: LookaheadSchedule) -> LookaheadSchedule:
+    """A batch row's own schedule, made from `schedule`.
+
+    In a batch every proposed position widens the one verification call that all rows wait for, so a row drafts
+    adaptively even when the call asked for a constant length: up to the schedule's length, growing after a full
+    acceptance, shrinking after a rejection, and backing off (probing now and then) where its drafts keep failing.
+    """
+    start = max(1, schedule.num_tokens)
+    return LookaheadSchedule(
+        start, "heuristic_transient", max_tokens=start, back_off=True, probe_every=schedule.probe_every
+    )
