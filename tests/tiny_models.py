@@ -166,6 +166,21 @@ def make_tiny_sd(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def make_tiny_step_predictor(base: Path, folder: Path, step_grid: list[int]) -> Path:
+    """Trains a step predictor from the tiny classifier `base` on a fake rule: prompts that mention `good` need
+    `step_grid[0]` steps, others `step_grid[-1]`."""
+    from optimum_dynexec.training.classifier import FineTuneConfig
+    from optimum_dynexec.training.step_predictor import StepRecords, train_step_predictor
+
+    texts = [" ".join(w for w in t.split() if w != "good") or "day" for t in random_texts(120, seed=3, max_words=5)]
+    prompts = [f"good {t}" if i % 2 else t for i, t in enumerate(texts)]
+    steps = [step_grid[0] if "good" in p.split() else step_grid[-1] for p in prompts]
+    scores = [[1.0] * len(step_grid)] * len(prompts)
+    records = StepRecords(prompts, list(range(len(prompts))), step_grid, scores, None, steps, 0.9)
+    config = FineTuneConfig(epochs=8, learning_rate=3e-3, batch_size=16, max_length=16)
+    return train_step_predictor(records, base, folder, config)
+
+
 def plain_greedy(model, ids: np.ndarray, n: int) -> np.ndarray:
     """`n` greedy tokens of `model.generate` (no EOS stop) after the prompt `ids` `(1, length)`."""
     t = torch.from_numpy(ids)
