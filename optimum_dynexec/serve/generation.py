@@ -61,7 +61,8 @@ class GenerationJob:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     speculative: bool | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)  # stops the generation at its next token
+    disconnected: bool = False  # the client left (as opposed to a stop string found by the server)
     streamer: TokenBridge | None = None
 
 
@@ -71,7 +72,6 @@ class GenerationResult:
     target_calls: int | None  # None when the call did not speculate
     proposed: int = 0
     accepted: int = 0
-    cancelled: bool = False
 
 
 def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
@@ -79,7 +79,7 @@ def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
     if job.cancel.is_set():  # the client left while the job waited
         if job.streamer is not None:
             job.streamer.end()
-        return GenerationResult([], None, cancelled=True)
+        return GenerationResult([], None)
     ids = torch.tensor([job.input_ids], dtype=torch.long)
     kwargs = {
         "input_ids": ids,
@@ -108,8 +108,10 @@ def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
         out = model.generate(**{k: v for k, v in kwargs.items() if v is not None})
     finally:
         model.speculation_enabled = enabled
+        if job.streamer is not None:  # a failed call ends the stream too (a second end is harmless)
+            job.streamer.end()
     stats = model.last_speculative_stats
     new = out[0, ids.shape[1] :].tolist()
     if stats is None:
-        return GenerationResult(new, None, cancelled=job.cancel.is_set())
-    return GenerationResult(new, stats.target_calls, stats.proposed, stats.accepted, job.cancel.is_set())
+        return GenerationResult(new, None)
+    return GenerationResult(new, stats.target_calls, stats.proposed, stats.accepted)

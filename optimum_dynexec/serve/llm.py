@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from .errors import APIError
+from .errors import APIError, error_body
 from .generation import GenerationJob, GenerationResult, TokenBridge, run_generation
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from .workers import ModelWorker
 
 DISCONNECT_POLL_SECONDS = 0.05
+logger = logging.getLogger(__name__)
 
 
 class TextAssembler:
@@ -140,11 +141,19 @@ class LLMService:
         return self._job(body, ids, body.max_completion_tokens or body.max_tokens)
 
     # -- run -----------------------------------------------------------------------------------------------------
-    def _record(self, job: GenerationJob, result: GenerationResult) -> None:
-        m = self.metrics
+    def _submit(self, job: GenerationJob) -> asyncio.Future:
+        """Queues `job` on the model's thread; its counts reach the metrics when it ends, however the request ends."""
+        future = self.worker.submit(run_generation, self.model, self.tokenizer, job)
+        future.add_done_callback(lambda done: self._record(job, done))
+        return future
+
+    def _record(self, job: GenerationJob, done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        result, m = done.result(), self.metrics
         m.prompt_tokens.inc(len(job.input_ids))
         m.generated_tokens.inc(len(result.new_tokens))
-        if result.cancelled:
+        if job.disconnected:
             m.cancelled.inc()
         if result.target_calls is not None:
             m.target_calls.inc(result.target_calls + 1)
@@ -165,20 +174,20 @@ class LLMService:
         """Sets the job's cancel flag once the client disconnects (which stops the generation at its next token)."""
         while not job.cancel.is_set():
             if await request.is_disconnected():
+                job.disconnected = True
                 job.cancel.set()
                 return
             await asyncio.sleep(DISCONNECT_POLL_SECONDS)
 
     async def generate(self, request: Request, job: GenerationJob) -> GenerationResult:
         """Runs `job` on the model's thread; a client that disconnects cancels it."""
-        future = self.worker.submit(run_generation, self.model, self.tokenizer, job)
+        future = self._submit(job)
         watcher = asyncio.create_task(self._watch(request, job))
         try:
             result = await asyncio.shield(future)
         finally:
             watcher.cancel()
             job.cancel.set()  # if we were cancelled ourselves, stop the thread's work too
-        self._record(job, result)
         return result
 
     def usage(self, job: GenerationJob, result: GenerationResult) -> dict:
@@ -201,7 +210,7 @@ class LLMService:
     ) -> AsyncIterator[str]:
         """Server-sent events of OpenAI's chunk shape, ending in `data: [DONE]`."""
         job.streamer = TokenBridge(asyncio.get_running_loop())
-        future = self.worker.submit(run_generation, self.model, self.tokenizer, job)  # 429 before the stream opens
+        future = self._submit(job)  # a 429 comes before the stream opens
         return self._events(request, job, future, chat, include_usage)
 
     async def _events(self, request, job, future, chat: bool, include_usage: bool) -> AsyncIterator[str]:
@@ -238,11 +247,17 @@ class LLMService:
                     job.cancel.set()
                 if delta:
                     yield chunk(delta, None)
-            result = await future
+            try:
+                result = await future
+            except Exception as error:  # the stream is open: the error travels as an event (OpenAI's shape)
+                status = error.status if isinstance(error, APIError) else 400 if isinstance(error, ValueError) else 500
+                if status == 500:
+                    logger.exception("generation failed mid-stream")
+                yield f"data: {json.dumps(error_body(status, str(error)))}\n\n"
+                return
             tail = assembler.add([], final=True)
             if tail:
                 yield chunk(tail, None)
-            self._record(job, result)
             yield chunk(None, self._finish_reason(job, result, assembler))
             if include_usage:
                 data = {
@@ -258,9 +273,8 @@ class LLMService:
         finally:
             watcher.cancel()
             if not future.done():  # the client left mid-stream: stop the generation, free the slot
+                job.disconnected = True
                 job.cancel.set()
-                with contextlib.suppress(Exception):
-                    self._record(job, await future)
 
     # -- respond -------------------------------------------------------------------------------------------------
     async def respond(self, request: Request, body: SamplingFields, job: GenerationJob, chat: bool):

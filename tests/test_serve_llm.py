@@ -1,0 +1,262 @@
+"""The embedded server over a speculative causal LM: OpenAI completions and chat (streamed or not) equal in-process
+`generate()`, bad input gets its 4xx, the queue pushes back, and a disconnect frees the slot."""
+
+import functools
+import json
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+from tiny_models import make_char_tokenizer, make_tiny_llama
+
+from optimum_dynexec import OVModelForCausalLM
+from optimum_dynexec.configuration import SpeculativeConfig
+from optimum_dynexec.serve import build_fastapi_app
+from optimum_dynexec.serve.background import BackgroundServer
+
+EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+CONTEXT = 2048  # a long stream to disconnect from
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}.{% endfor %}"
+    "{% if add_generation_prompt %}a:{% endif %}"
+)
+KEY = "test-key"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A tiny causal LM that speculates by prompt lookup, with a character tokenizer (stop strings need text that
+    tokens concatenate into) and a chat template."""
+    root = tmp_path_factory.mktemp("serve_llm")
+    out = make_tiny_llama(root / "target", num_layers=2, seed=0, max_position_embeddings=CONTEXT)
+    SpeculativeConfig.for_drafter(None, prompt_lookup_num_tokens=3).save(out)
+    tokenizer = make_char_tokenizer(96)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local(folder):
+    from transformers import AutoTokenizer
+
+    return OVModelForCausalLM.from_pretrained(folder, ov_config=EXACT), AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def server(folder):
+    app = build_fastapi_app(folder, ov_config=EXACT, api_key=KEY, max_queue=0, model_name="tiny")
+    with BackgroundServer(app) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+        yield http
+
+
+def local_greedy(local, ids: list[int], max_tokens: int, speculative: bool = True, min_tokens: int = 0) -> list[int]:
+    model, _ = local
+    t = torch.tensor([ids])
+    model.speculation_enabled = speculative
+    try:
+        out = model.generate(
+            input_ids=t,
+            attention_mask=torch.ones_like(t),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            min_new_tokens=min_tokens or None,
+        )
+    finally:
+        model.speculation_enabled = True
+    return out[0, len(ids) :].tolist()
+
+
+PROMPTS = ["abcabcab", "Hi there", "xyzzy xyzzy xy"]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_completion_equals_in_process_greedy_streamed_or_not(client, local, prompt):
+    _, tokenizer = local
+    ids = tokenizer(prompt)["input_ids"]
+    expected = local_greedy(local, ids, 24)
+    text = tokenizer.decode(expected, skip_special_tokens=True)
+    out = client.completions.create(model="tiny", prompt=prompt, max_tokens=24, temperature=0)
+    assert out.choices[0].text == text
+    assert out.usage.prompt_tokens == len(ids) and out.usage.completion_tokens == len(expected)
+    assert out.choices[0].finish_reason == ("length" if len(expected) == 24 else "stop")
+    assert out.model_extra["dynexec"]["speculative"] is True
+    chunks = list(
+        client.completions.create(
+            model="tiny",
+            prompt=prompt,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == text
+    assert chunks[-1].usage.completion_tokens == len(expected)
+
+
+def test_speculation_off_per_request_gives_the_same_greedy_text(client, local):
+    _, tokenizer = local
+    ids = tokenizer(PROMPTS[0])["input_ids"]
+    expected = tokenizer.decode(local_greedy(local, ids, 16, speculative=False), skip_special_tokens=True)
+    out = client.completions.create(
+        model="tiny", prompt=PROMPTS[0], max_tokens=16, temperature=0, extra_body={"speculative": False}
+    )
+    assert out.choices[0].text == expected and out.model_extra["dynexec"] == {"speculative": False}
+
+
+def test_chat_completion_uses_the_chat_template(client, local):
+    _, tokenizer = local
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "abcabc"}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    expected = tokenizer.decode(local_greedy(local, ids, 20), skip_special_tokens=True)
+    out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, temperature=0)
+    assert out.choices[0].message.content == expected and out.choices[0].message.role == "assistant"
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+
+
+def test_stop_strings_cut_the_text_and_seeded_sampling_repeats(client, local):
+    _, tokenizer = local
+    ids = tokenizer(PROMPTS[2])["input_ids"]
+    full = tokenizer.decode(local_greedy(local, ids, 24, min_tokens=24), skip_special_tokens=True)
+    assert len(full) > 6, full
+    stop = full[4:6]
+    cut = full[: full.index(stop)]
+    out = client.completions.create(
+        model="tiny", prompt=PROMPTS[2], max_tokens=24, temperature=0, stop=[stop, "@@"], extra_body={"min_tokens": 24}
+    )
+    assert out.choices[0].text == cut and out.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(
+        model="tiny",
+        prompt=PROMPTS[2],
+        max_tokens=24,
+        temperature=0,
+        stop=[stop, "@@"],
+        stream=True,
+        extra_body={"min_tokens": 24},
+    )
+    assert "".join(c.choices[0].text for c in streamed) == cut
+    runs = [
+        client.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=16, temperature=0.9, top_p=0.9, seed=3)
+        for _ in range(2)
+    ]
+    assert runs[0].choices[0].text == runs[1].choices[0].text
+
+
+BAD_COMPLETIONS = [
+    ({"prompt": "a", "max_tokens": CONTEXT}, "context_length_exceeded"),
+    ({"prompt": "a", "max_tokens": 0}, "greater_than_equal"),
+    ({"prompt": "a", "temperature": -1}, "greater_than_equal"),
+    ({"prompt": "a", "temperature": 3}, "less_than_equal"),
+    ({"prompt": "a", "top_p": 0}, "greater_than"),
+    ({"prompt": "a", "frobnicate": True}, "extra_forbidden"),
+    ({"prompt": ""}, "empty_prompt"),
+    ({"prompt": ["a", "b"]}, "invalid_value"),
+    ({"prompt": "a", "n": 2}, "less_than_equal"),
+    ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "invalid_value"),
+    ({"prompt": "a", "max_tokens": "many"}, "int_parsing"),
+    ({"max_tokens": 4}, "missing"),
+    ({"prompt": " ".join(["a"] * CONTEXT)}, "context_length_exceeded"),
+]
+
+
+def test_bad_input_gets_its_4xx_and_the_server_still_answers(http):
+    for body, code in BAD_COMPLETIONS:
+        response = http.post("/v1/completions", json=body)
+        assert response.status_code == 400, (body, response.text)
+        error = response.json()["error"]
+        assert error["code"] == code and error["type"] == "invalid_request_error" and error["message"], (body, error)
+    bad_chat = [{"messages": []}, {"messages": [{"role": "wizard", "content": "a"}]}, {"messages": "a"}]
+    for body in bad_chat:
+        assert http.post("/v1/chat/completions", json=body).status_code == 400, body
+    response = http.post("/v1/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    response = http.post("/v1/completions", content=b"x" * (2 << 20), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert http.post("/predict", json={"inputs": "a"}).status_code == 404  # a classifier's route, not this server's
+    assert http.get("/v1/completions").status_code == 405
+    out = http.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "temperature": 0})
+    assert out.status_code == 200 and out.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_api_key_is_required(server):
+    assert httpx.get(server.url + "/health").status_code == 200  # the probe stays open
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = httpx.post(server.url + "/v1/completions", json={"prompt": "a"}, headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(server.url + "/metrics").status_code == 401
+
+
+def metric(http, name: str) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_full_queue_pushes_back_and_a_disconnect_frees_the_slot(server, http, monkeypatch):
+    """max_queue=0: one generation at a time. A long stream holds the slot, a second request gets 429 with
+    Retry-After; closing the stream stops the generation far short of its length and frees the slot."""
+    model = server.app.state.loaded.model
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def slow_forward(*args, **kwargs):  # at least 2 ms a token: the stream cannot end before the client leaves
+        time.sleep(0.002)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow_forward)
+    cancelled = metric(http, "dynexec_cancelled_generations_total")
+    generated = metric(http, "dynexec_generated_tokens_total")
+    n = CONTEXT - 8
+    long = {"prompt": "ab", "max_tokens": n, "min_tokens": n, "temperature": 0, "stream": True, "speculative": False}
+    with http.stream("POST", "/v1/completions", json=long) as stream:
+        first = next(stream.iter_lines())
+        assert first.startswith("data: ") and json.loads(first[6:])["choices"][0]["text"], first
+        busy = http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2})
+        assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+        assert busy.json()["error"]["type"] == "rate_limit_error"
+    deadline = time.monotonic() + 60
+    while http.get("/health").json()["queue"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http.get("/health").json()["queue"] == 0
+    assert metric(http, "dynexec_cancelled_generations_total") == cancelled + 1
+    assert metric(http, "dynexec_generated_tokens_total") - generated < n
+    assert http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2}).status_code == 200
+
+
+def test_metrics_count_requests_tokens_and_acceptance(http):
+    http.post("/v1/completions", json={"prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0})
+    text = http.get("/metrics").text
+    for name in (
+        'dynexec_requests_total{endpoint="/v1/completions",status="200"}',
+        'dynexec_requests_total{endpoint="/v1/completions",status="400"}',
+        "dynexec_generated_tokens_total",
+        "dynexec_prompt_tokens_total",
+        "dynexec_target_calls_total",
+        "dynexec_accepted_draft_tokens_total",
+        "dynexec_tokens_per_target_call_count",
+        "dynexec_request_latency_seconds_bucket",
+    ):
+        assert name in text, name
+    assert metric(http, "dynexec_tokens_per_target_call_count") >= 1
+    assert metric(http, 'dynexec_requests_total{endpoint="/v1/completions",status="429"}') >= 1
