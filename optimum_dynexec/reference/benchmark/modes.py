@@ -12,6 +12,9 @@ the same mode, on the same prompts, interleaved, warm, in one process:
 - `batch`: greedy on a left-padded batch of `batch_size` different passages, against optimum-intel's plain batch
   `generate()`; tokens/s over the whole batch; the output must be identical.
 
+With `genai`, OpenVINO GenAI's `LLMPipeline` (plain, and its prompt lookup) runs every mode on the same IR and
+prompts, its speed-up also against optimum-intel's plain class (GenAI has no EAGLE-2 head of ours to run).
+
 Writes JSON and a PNG under `benchmarks/`, prints a table.
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, austen_prompts
+from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, GenAIContender, austen_prompts
 from optimum_dynexec.reference.benchmark.timing import save_results
 
 MODES = ("sampling", "streaming", "batch")  # streaming rows carry the time to first token
@@ -49,6 +52,7 @@ class ModesBenchConfig:
     batch_size: int = 4
     precision: str = "default"
     eagle: bool = True  # rows with the trained EAGLE head (+ lookup) when `make models` has trained it
+    genai: bool = True  # rows with OpenVINO GenAI's LLMPipeline (plain and prompt lookup) on the same IR
     name: str = "speculative_modes"
 
     def __post_init__(self):
@@ -75,12 +79,23 @@ def _timed(model, ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float]:
 
 
 def _streamed(model, tokenizer, ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, float, float, str]:
-    """Generates with a `TextIteratorStreamer` read by another thread: output, seconds, seconds to the first new
-    text, and the streamed text."""
+    """Generates with a `TextIteratorStreamer` read by another thread (GenAI: its streamer callback): output,
+    seconds, seconds to the first new text, and the streamed text."""
     from transformers import TextIteratorStreamer
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
     pieces, first = [], []
+    if isinstance(model, GenAIContender):  # GenAI calls its streamer with each new piece of text
+
+        def collect(piece: str) -> None:
+            if piece and not first:
+                first.append(time.perf_counter())
+            pieces.append(piece)
+
+        start = time.perf_counter()
+        out = model.generate(input_ids=ids, streamer=collect, **kwargs)
+        seconds = time.perf_counter() - start
+        return out, seconds, (first[0] - start) if first else seconds, "".join(pieces)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
 
     def read():
         for piece in streamer:
@@ -140,25 +155,37 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
         plain.generate(input_ids=ids, max_new_tokens=8)
         for kwargs in drafters.values():
             ours.generate(input_ids=ids, max_new_tokens=8, **kwargs)
+    genai = {}
+    if config.genai:
+        k = config.prompt_lookup_num_tokens
+        genai = {
+            "GenAI plain": GenAIContender(folder, ov_config),
+            f"GenAI prompt lookup k={k}": GenAIContender(folder, ov_config, prompt_lookup=k),
+        }
     rows = []
     if "sampling" in config.modes:
         sampling = {**greedy, "do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
         for task, inputs in encoded.items():
-            times = {"plain": [], **{name: [] for name in drafters}}
+            times = {"plain": [], **{name: [] for name in drafters}, **{name: [] for name in genai}}
             quality = {name: [] for name in times}
             tokens = dict.fromkeys(times, 0)
-            calls = dict.fromkeys(drafters, 0)
+            calls = dict.fromkeys([*drafters, *genai], 0)
             for ids in tqdm(inputs, desc=f"sampling, {task}"):
                 for seed in config.seeds:
                     for name in times:
                         torch.manual_seed(seed)
-                        model, kwargs = (plain, {}) if name == "plain" else (ours, drafters[name])
-                        out, seconds = _timed(model, ids, **sampling, **kwargs)
+                        if name in genai:
+                            before = genai[name].num_forward_calls
+                            out, seconds = _timed(genai[name], ids, **sampling, seed=seed)
+                            calls[name] += genai[name].num_forward_calls - before
+                        else:
+                            model, kwargs = (plain, {}) if name == "plain" else (ours, drafters[name])
+                            out, seconds = _timed(model, ids, **sampling, **kwargs)
+                            if name != "plain":
+                                calls[name] += ours.last_speculative_stats.target_calls + 1
                         times[name].append(seconds)
                         tokens[name] += out.shape[1] - ids.shape[1]
                         quality[name].append(_mean_logprob(plain, ids, out))
-                        if name != "plain":
-                            calls[name] += ours.last_speculative_stats.target_calls + 1
             base = tokens["plain"] / sum(times["plain"])
             for name in times:
                 speed = tokens[name] / sum(times[name])
@@ -170,21 +197,22 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
                         "tokens_per_s": speed,
                         "speedup": speed / base,
                         "mean_logprob": float(np.mean(quality[name])),
-                        "tokens_per_target_call": tokens[name] / calls[name] if name in calls else 1.0,
+                        "tokens_per_target_call": tokens[name] / calls[name] if calls.get(name) else 1.0,
                     }
                 )
     if "streaming" in config.modes:
         for task, inputs in encoded.items():
-            for name, kwargs in drafters.items():
+            for name, kwargs in {**drafters, **{n: {} for n in genai if n != "GenAI plain"}}.items():
+                model = genai.get(name, ours)
                 plain_s, stream_s, bare_s, ttft_ours, ttft_plain, identical = [], [], [], [], [], True
                 for ids in tqdm(inputs, desc=f"streaming, {task}, {name}"):
                     reference, seconds = _timed(plain, ids, **greedy)
                     plain_s.append(seconds)
                     _, _, first_plain, _ = _streamed(plain, tokenizer, ids, **greedy)
                     ttft_plain.append(first_plain)
-                    out, seconds = _timed(ours, ids, **greedy, **kwargs)
+                    out, seconds = _timed(model, ids, **greedy, **kwargs)
                     bare_s.append(seconds)
-                    streamed, seconds, first, text = _streamed(ours, tokenizer, ids, **greedy, **kwargs)
+                    streamed, seconds, first, text = _streamed(model, tokenizer, ids, **greedy, **kwargs)
                     stream_s.append(seconds)
                     ttft_ours.append(first)
                     identical &= torch.equal(out, reference) and torch.equal(streamed, reference)
@@ -203,7 +231,7 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
                     }
                 )
     if "batch" in config.modes:
-        rows += _batch_rows(config, plain, ours, tokenizer, drafters)
+        rows += _batch_rows(config, plain, ours, tokenizer, drafters, genai)
     results = {
         "config": config.__dict__,
         "target": str(folder),
@@ -215,10 +243,13 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
     return results
 
 
-def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict) -> list[dict]:
-    """Greedy on a left-padded batch of different passages: ours with each drafter against plain batch decoding."""
+def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict, genai: dict) -> list[dict]:
+    """Greedy on a left-padded batch of different passages: ours with each drafter (and GenAI's pipelines) against
+    optimum-intel's plain batch decoding, interleaved."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = []
+    contenders = {name: (ours, kwargs) for name, kwargs in drafters.items()}
+    contenders.update({name: (contender, {}) for name, contender in genai.items()})
     for task, texts in austen_prompts(config.batch_size, config.prompt_words).items():
         encoded = [tokenizer(t).input_ids for t in texts[: config.batch_size]]
         width = max(map(len, encoded))
@@ -226,17 +257,18 @@ def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
         settings = {"max_new_tokens": config.max_new_tokens, "do_sample": False, "eos_token_id": None}
         settings["pad_token_id"] = pad
-        for name, kwargs in drafters.items():
+        for name, (model, kwargs) in contenders.items():
             plain_s, ours_s, identical, calls = [], [], True, 0
             for _ in tqdm(range(2), desc=f"batch {config.batch_size}, {task}, {name}"):
                 start = time.perf_counter()
                 reference = plain.generate(input_ids=ids, attention_mask=mask, **settings)
                 plain_s.append(time.perf_counter() - start)
+                before = getattr(model, "num_forward_calls", 0)
                 start = time.perf_counter()
-                out = ours.generate(input_ids=ids, attention_mask=mask, **settings, **kwargs)
+                out = model.generate(input_ids=ids, attention_mask=mask, **settings, **kwargs)
                 ours_s.append(time.perf_counter() - start)
                 identical &= torch.equal(out, reference)
-                calls += ours.last_speculative_stats.target_calls + 1
+                calls += model.num_forward_calls - before
             new_tokens = 2 * config.batch_size * config.max_new_tokens
             rows.append(
                 {
@@ -263,14 +295,17 @@ def plot(rows: list[dict], path: Path) -> None:
     shown = [r for r in rows if r["method"] != "plain"]
     labels = [f"{r['mode']}\n{r['task']}\n{r['method']}" for r in shown]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shown)), 4))
-    ax.bar(
+    bars = ax.bar(
         range(len(shown)),
         [r["speedup"] for r in shown],
         color=[{"sampling": "C0", "streaming": "C1"}.get(r["mode"], "C2") for r in shown],
     )
+    for bar, r in zip(bars, shown):
+        if r["method"].startswith("GenAI"):  # OpenVINO GenAI's pipelines, hatched
+            bar.set_hatch("//")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(shown)), labels, fontsize=7)
-    ax.set_ylabel("speed vs optimum-intel, same mode")
+    ax.set_ylabel("speed vs optimum-intel plain, same mode")
     ax.set_title("SmolLM2-135M: speculative decoding by call shape")
     for i, r in enumerate(shown):
         ax.text(i, r["speedup"], f"{r['speedup']:.2f}x", ha="center", va="bottom", fontsize=8)

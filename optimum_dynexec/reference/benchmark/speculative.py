@@ -163,19 +163,42 @@ class GenAIContender:
         self.og = og
         self.num_forward_calls = 0  # target calls (prefill included), from GenAI's per-step token times
 
-    def generate(self, input_ids, max_new_tokens: int, **_) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        streamer=None,
+        **_,
+    ) -> torch.Tensor:
+        """Generates from token ids (a left-padded batch with its `attention_mask`); `streamer` is called with each
+        new piece of text. Returns the inputs followed by each row's new tokens (right-padded with 0)."""
         config = self.pipe.get_generation_config()
         config.max_new_tokens = max_new_tokens
         config.ignore_eos = True
-        config.do_sample = False
+        config.do_sample = do_sample
+        if do_sample:
+            config.temperature, config.top_p, config.rng_seed = temperature, top_p, seed
         if self.draft is not None:
             config.num_assistant_tokens = 5
         if self.prompt_lookup is not None:
             config.num_assistant_tokens, config.max_ngram_size = self.prompt_lookup, 3
-        ids = self.og.TokenizedInputs(ov_tensor(input_ids), ov_tensor(torch.ones_like(input_ids)))
-        out = self.pipe.generate(ids, config)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        ids = self.og.TokenizedInputs(ov_tensor(input_ids), ov_tensor(mask))
+        if streamer is None:
+            out = self.pipe.generate(ids, config)
+        else:
+            out = self.pipe.generate(ids, config, lambda text: streamer(text) or self.og.StreamingStatus.RUNNING)
         self.num_forward_calls += len(out.perf_metrics.raw_metrics.m_new_token_times)
-        return torch.cat([input_ids[0], torch.tensor(out.tokens[0])])[None]
+        width = max(len(t) for t in out.tokens)
+        new = torch.zeros(len(out.tokens), width, dtype=input_ids.dtype)
+        for i, tokens in enumerate(out.tokens):
+            new[i, : len(tokens)] = torch.tensor(tokens)
+        return torch.cat([input_ids, new], dim=1)
 
 
 def _eagle_kwargs(head, k: int, schedule: str, confidence: float) -> dict:
