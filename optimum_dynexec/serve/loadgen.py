@@ -110,14 +110,15 @@ async def run_load(
             try:
                 response = await http.post(path, json=body)
             except httpx.HTTPError as error:
-                logger.warning("request failed: %s", error)
+                logger.warning("request failed: %r", error)
                 statuses[0] += 1
                 continue
             elapsed = time.perf_counter() - start
             statuses[response.status_code] += 1
             if response.is_success:
                 latencies.append(elapsed)
-                usage = response.json().get("usage") if "json" in response.headers.get("content-type", "") else None
+                body = response.json() if "json" in response.headers.get("content-type", "") else None
+                usage = body.get("usage") if isinstance(body, dict) else None
                 if isinstance(usage, dict):
                     tokens += int(usage.get("completion_tokens", 0))
 
