@@ -31,7 +31,7 @@ SERVE = [
     "fastapi==0.163.2",
     "uvicorn==0.54.0",
     "prometheus-client==0.26.0",
-    "ray[serve]==2.60.0",
+    "ray[serve,data]==2.60.0",  # Serve for the deployment, Data for the batch recipe (serve/ray_data.py)
     "httpx>=0.28",  # the load generator (serve/loadgen.py)
 ]
 # what the serving tests talk to the server with
