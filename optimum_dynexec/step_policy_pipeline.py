@@ -91,39 +91,48 @@ class StepPolicyMixin:
         """
         if step_policy is not None:
             validate_step_policy(step_policy)
+        overrides = {"policy": step_policy, "quantile": step_quantile, "tolerance": step_tolerance}
+        step_config = cls._step_config(model_id, {k: v for k, v in overrides.items() if v is not None})
         pipe = super()._from_pretrained(model_id, config, **kwargs)
+        if step_config is not None:
+            pipe._load_step_policy(Path(model_id), step_config, kwargs)
+        return pipe
+
+    @classmethod
+    def _step_config(cls, model_id, overrides: dict[str, Any]) -> StepSaverConfig | None:
+        """The folder's step config with the load-time overrides (a fixed one when only they ask for a policy), read
+        and validated before the slow load."""
         step_config = config_for_model(model_id, StepSaverConfig, "a diffusion pipeline with steps")
         if step_config is None:
-            if step_policy == "predictor":
+            if overrides.get("policy") == "predictor":
                 raise ValueError(
                     f"{model_id} has no step predictor ({CONFIG_NAME} is missing). Export it with `optimum-cli "
                     "export dynexec --task text-to-image --train-step-predictor` first, or use "
                     "step_policy='adaptive'."
                 )
-            if not (step_policy or step_tolerance):
-                return pipe
+            if "policy" not in overrides and "tolerance" not in overrides:
+                return None
             step_config = StepSaverConfig(
                 policy="fixed", predictor=None, default_steps=cls.default_num_inference_steps()
             )
-        updates = {"policy": step_policy, "quantile": step_quantile, "tolerance": step_tolerance}
-        step_config = StepSaverConfig.from_dict(
-            {**step_config.to_dict(), **{k: v for k, v in updates.items() if v is not None}}
-        )
-        folder = Path(model_id)
+        step_config = StepSaverConfig.from_dict({**step_config.to_dict(), **overrides})
+        if step_config.policy == "predictor" and not (Path(model_id) / step_config.predictor).is_dir():
+            raise ValueError(
+                f"The step policy is 'predictor' but {Path(model_id) / step_config.predictor} holds no step predictor."
+            )
+        return step_config
+
+    def _load_step_policy(self, folder: Path, step_config: StepSaverConfig, load_kwargs: dict[str, Any]) -> None:
+        """Sets the step config and loads its predictor with the pipeline's device and OpenVINO config."""
         if step_config.predictor is not None and (folder / step_config.predictor).is_dir():
-            pipe.step_predictor = StepPredictor.from_folder(
+            self.step_predictor = StepPredictor.from_folder(
                 folder / step_config.predictor,
                 step_config.step_buckets,
-                ov_config=kwargs.get("ov_config"),
-                device=kwargs.get("device", "CPU"),
-                compile=kwargs.get("compile", True),
+                ov_config=load_kwargs.get("ov_config"),
+                device=load_kwargs.get("device", "CPU"),
+                compile=load_kwargs.get("compile", True),
             )
-        elif step_config.policy == "predictor":
-            raise ValueError(
-                f"The step policy is 'predictor' but {folder / str(step_config.predictor)} holds no step predictor."
-            )
-        pipe.step_config = step_config
-        return pipe
+        self.step_config = step_config
 
     def _save_pretrained(self, save_directory):
         super()._save_pretrained(save_directory)
