@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 TEXTS = random_texts(24, seed=11)
+THRESHOLD = 0.503  # spreads the tiny random model's exits over its layers
 
 
 def free_port() -> int:
@@ -37,7 +38,7 @@ def ray_instance():
 
 @pytest.fixture(scope="module")
 def local(tiny_early_exit):
-    model = OVModelForSequenceClassification.from_pretrained(tiny_early_exit, ov_config=F32)
+    model = OVModelForSequenceClassification.from_pretrained(tiny_early_exit, ov_config=F32, exit_threshold=THRESHOLD)
     tokenizer = AutoTokenizer.from_pretrained(tiny_early_exit)
 
     def classify(texts: list[str]) -> tuple[list[str], np.ndarray, list[int]]:
@@ -58,7 +59,14 @@ def served(ray_instance, tiny_early_exit):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # what `serve run optimum_dynexec.serve:app folder=... num_replicas=2 ...` builds (arguments arrive as strings)
     application = ray_app_builder(
-        {"folder": str(tiny_early_exit), "num_replicas": "2", "num_cpus": "0.5", "precision": "f32", "api_key": "k"}
+        {
+            "folder": str(tiny_early_exit),
+            "num_replicas": "2",
+            "num_cpus": "0.5",
+            "precision": "f32",
+            "api_key": "k",
+            "exit_threshold": str(THRESHOLD),
+        }
     )
     serve.run(application, name="dynexec", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
@@ -87,6 +95,7 @@ def test_two_replicas_serve_predict_equal_to_in_process(served, local):
     labels, scores, layers = zip(*(local([t]) for t in TEXTS))
     assert [body[0]["label"] for _, body in results] == [x[0] for x in labels]
     assert [body[0]["exit_layer"] for _, body in results] == [x[0] for x in layers]
+    assert len({x[0] for x in layers}) > 1
     np.testing.assert_allclose([body[0]["score"] for _, body in results], [x[0] for x in scores], atol=1e-4)
     instances = asyncio.run(_many(served, "/health", [{}] * 40, concurrency=8, method="GET"))
     assert {body["instance"] for _, body in instances} and len({body["instance"] for _, body in instances}) == 2
@@ -99,7 +108,7 @@ def test_ray_data_map_batches_equals_in_process(ray_instance, tiny_early_exit, l
     dataset = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(TEXTS)])
     rows = dataset.map_batches(
         EarlyExitBatchPredictor,
-        fn_constructor_kwargs={"folder": str(tiny_early_exit), "ov_config": F32},
+        fn_constructor_kwargs={"folder": str(tiny_early_exit), "ov_config": F32, "exit_threshold": THRESHOLD},
         batch_size=8,
         concurrency=1,
         num_cpus=0.5,

@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ov-config", type=json.loads, default=None, help='OpenVINO properties as JSON, e.g. \'{"NUM_STREAMS": "2"}\''
     )
+    p.add_argument("--exit-threshold", type=float, help="an early-exit classifier's threshold (default: calibrated)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -81,6 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         model_name=args.model_name,
         device=args.device,
         ov_config=ov_config or None,
+        exit_threshold=args.exit_threshold,
     )
 
 

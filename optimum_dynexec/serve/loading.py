@@ -68,19 +68,25 @@ def model_kind(folder: str | Path) -> str:
     )
 
 
-def load_model(folder: str | Path, device: str = "CPU", ov_config: dict | None = None) -> LoadedModel:
+def load_model(
+    folder: str | Path, device: str = "CPU", ov_config: dict | None = None, exit_threshold: float | None = None
+) -> LoadedModel:
     """Loads a folder with the class of its kind (`model_kind`), `trust_remote_code=False` throughout.
 
     Args:
         folder (`str` or `Path`): an OpenVINO model folder, dynexec or plain optimum-intel.
         device (`str`, defaults to `"CPU"`): the OpenVINO device.
         ov_config (`dict`, *optional*): OpenVINO properties, e.g. `{"INFERENCE_PRECISION_HINT": "f32"}`.
+        exit_threshold (`float`, *optional*): an early-exit classifier's threshold instead of the calibrated one.
 
     Raises:
-        `ValueError`: see `model_kind`; when the folder has no tokenizer.
+        `ValueError`: see `model_kind`; when the folder has no tokenizer, or an exit threshold is given for a model
+            without exit heads.
     """
     folder = Path(folder)
     kind = model_kind(folder)
+    if exit_threshold is not None and kind != "classifier":
+        raise ValueError(f"An exit threshold was given, but {folder} holds a {kind} model, not a classifier.")
     options = {"device": device, "ov_config": ov_config, "trust_remote_code": False}
     if kind == "images":
         pipe = OVStableDiffusionPipeline.from_pretrained(folder, **options)
@@ -95,5 +101,5 @@ def load_model(folder: str | Path, device: str = "CPU", ov_config: dict | None =
     if kind == "llm":
         model = OVModelForCausalLM.from_pretrained(folder, **options)
         return LoadedModel(kind, model, tokenizer, model.speculative_config is not None, folder)
-    model = OVModelForSequenceClassification.from_pretrained(folder, **options)
+    model = OVModelForSequenceClassification.from_pretrained(folder, exit_threshold=exit_threshold, **options)
     return LoadedModel(kind, model, tokenizer, model.has_early_exit, folder)

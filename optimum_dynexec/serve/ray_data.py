@@ -25,6 +25,7 @@ class EarlyExitBatchPredictor:
         text_column (`str`, defaults to `"text"`): the column to classify.
         ov_config (`dict`, *optional*): OpenVINO properties.
         max_length (`int`, *optional*): truncation length; the model's own limit by default.
+        exit_threshold (`float`, *optional*): the exit threshold instead of the calibrated one.
     """
 
     def __init__(
@@ -33,9 +34,10 @@ class EarlyExitBatchPredictor:
         text_column: str = "text",
         ov_config: dict | None = None,
         max_length: int | None = None,
+        exit_threshold: float | None = None,
     ):
         self.model = OVModelForSequenceClassification.from_pretrained(
-            folder, ov_config=ov_config, trust_remote_code=False
+            folder, ov_config=ov_config, exit_threshold=exit_threshold, trust_remote_code=False
         )
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.text_column = text_column

@@ -46,6 +46,7 @@ class ServeSettings:
         model_name (`str`, *optional*): the name echoed in responses; the folder's name by default.
         device (`str`, defaults to `"CPU"`), ov_config (`dict`, *optional*): how OpenVINO compiles the model (e.g.
             `{"INFERENCE_PRECISION_HINT": "f32"}`).
+        exit_threshold (`float`, *optional*): an early-exit classifier's threshold instead of the calibrated one.
     """
 
     api_key: str | None = None
@@ -58,6 +59,7 @@ class ServeSettings:
     model_name: str | None = None
     device: str = "CPU"
     ov_config: dict | None = None
+    exit_threshold: float | None = None
 
     def __post_init__(self):
         for name in ("max_queue", "max_body_bytes", "max_batch_size", "max_images", "default_max_tokens"):
@@ -87,7 +89,11 @@ def build_fastapi_app(folder: str | Path | LoadedModel, settings: ServeSettings 
         `ValueError`: for a folder this server cannot serve, or bad settings.
     """
     settings = settings or ServeSettings(**options)
-    loaded = folder if isinstance(folder, LoadedModel) else load_model(folder, settings.device, settings.ov_config)
+    loaded = (
+        folder
+        if isinstance(folder, LoadedModel)
+        else load_model(folder, settings.device, settings.ov_config, settings.exit_threshold)
+    )
     name = settings.model_name or loaded.folder.name
     config = getattr(loaded.model, "config", None)
     step_config = getattr(loaded.model, "step_config", None)
