@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from optimum_dynexec.reference.benchmark.early_exit import EarlyExitBenchConfig, format_table
+from optimum_dynexec.reference.benchmark.serving import ServingBenchConfig
 from optimum_dynexec.reference.benchmark.speculative import SpeculativeBenchConfig
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -121,3 +122,11 @@ def test_modes_bench_config_loads_and_refuses_bad_values():
         ModesBenchConfig(top_p=0.0)
     with pytest.raises(ValueError, match="precision"):
         ModesBenchConfig(precision="fp8")
+
+
+def test_serving_preset_loads_and_checks_its_settings():
+    config = ServingBenchConfig.from_file(CONFIGS / "serving.json")
+    assert config.concurrency == [1, 4, 16] and config.ray_replicas == 2
+    for bad in ({"techniques": ["teleport"]}, {"concurrency": [0]}, {"precision": "fp64"}, {"max_tokens": 0}):
+        with pytest.raises(ValueError):
+            ServingBenchConfig(**bad)

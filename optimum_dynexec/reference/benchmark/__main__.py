@@ -1,4 +1,4 @@
-"""`python -m optimum_dynexec.reference.benchmark {early-exit,speculative,speculative-modes,stepsaver}
+"""`python -m optimum_dynexec.reference.benchmark {early-exit,speculative,speculative-modes,stepsaver,serving}
 [--config configs/<name>.json]
 [--output benchmarks]`."""
 
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     ss.add_argument("--config", default="configs/stepsaver.json")
     ss.add_argument("--output", default="benchmarks")
     ss.add_argument("--num-prompts", type=int, default=None, help="override the config's held-out prompt count")
+    sv = sub.add_parser("serving", help="the HTTP server (and Ray Serve): each technique on and off by concurrency")
+    sv.add_argument("--config", default="configs/serving.json")
+    sv.add_argument("--output", default="benchmarks")
     args = parser.parse_args(argv)
     from optimum_dynexec.utils import setup_logging
 
@@ -52,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         from optimum_dynexec.reference.benchmark.modes import run_benchmark as run_modes
 
         sys.stdout.write(modes_table(run_modes(ModesBenchConfig.from_file(args.config), args.output)) + "\n")
+    elif args.technique == "serving":
+        from optimum_dynexec.reference.benchmark.serving import ServingBenchConfig
+        from optimum_dynexec.reference.benchmark.serving import format_table as serving_table
+        from optimum_dynexec.reference.benchmark.serving import run_benchmark as run_serving
+
+        sys.stdout.write(serving_table(run_serving(ServingBenchConfig.from_file(args.config), args.output)) + "\n")
     elif args.technique == "stepsaver":
         from optimum_dynexec.reference.benchmark.stepsaver import StepSaverBenchConfig
         from optimum_dynexec.reference.benchmark.stepsaver import format_table as stepsaver_table

@@ -1,0 +1,213 @@
+"""Serving the techniques over HTTP: requests/s and latency against concurrency, each technique on and off in the same
+server, on the reference models.
+
+- `early-exit`: the MiniLM sentiment classifier with exit heads behind `POST /predict`, one tweet per request, with
+  `early_exit` true or false per request (the server's micro-batcher groups concurrent requests into one call).
+- `speculative`: SmolLM2-135M behind `POST /v1/completions`, greedy, Austen passages to continue, with `speculative`
+  true (prompt lookup) or false per request; tokens/s from the responses' usage.
+
+With `ray_replicas`, the same loads run against the app on Ray Serve with that many replicas (started here on a
+local Ray), to show how it scales on this machine. Writes JSON and a PNG under `benchmarks/`, prints a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, austen_prompts
+from optimum_dynexec.reference.benchmark.timing import save_results
+from optimum_dynexec.serve.background import BackgroundServer
+from optimum_dynexec.serve.loadgen import run_load
+from optimum_dynexec.serve.server import ServeSettings, build_fastapi_app
+
+TECHNIQUES = ("early-exit", "speculative")
+
+
+@dataclass
+class ServingBenchConfig:
+    """What `configs/serving.json` holds under `bench`."""
+
+    techniques: list[str] = field(default_factory=lambda: list(TECHNIQUES))
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    classify_requests: int = 400
+    generate_requests: int = 16
+    max_tokens: int = 64
+    prompt_words: int = 150
+    precision: str = "default"
+    ray_replicas: int = 2  # 0: no Ray Serve rows
+    name: str = "serving"
+
+    def __post_init__(self):
+        if set(self.techniques) - set(TECHNIQUES):
+            raise ValueError(f"Unknown techniques {sorted(set(self.techniques) - set(TECHNIQUES))}; use {TECHNIQUES}.")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise ValueError(f"concurrency levels must be positive, got {self.concurrency}.")
+        if min(self.classify_requests, self.generate_requests, self.max_tokens) < 1 or self.ray_replicas < 0:
+            raise ValueError("request counts and max_tokens must be positive, ray_replicas 0 or more.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ServingBenchConfig":
+        return cls(**json.loads(Path(path).read_text()).get("bench", {}))
+
+
+def _workloads(config: ServingBenchConfig) -> dict[str, tuple[Path, str, dict[str, list[dict]], int]]:
+    """Per technique: the folder, the endpoint, the bodies with the technique on and off, and the request count."""
+    from optimum_dynexec.reference.prepare import early_exit_export_dir, smollm2_openvino_dir
+    from optimum_dynexec.reference.sentiment import load_sentiment_splits
+
+    workloads = {}
+    if "early-exit" in config.techniques:
+        texts = load_sentiment_splits()["test"].texts[:200]
+        bodies = {switch: [{"inputs": t, "early_exit": switch} for t in texts] for switch in (True, False)}
+        workloads["early-exit"] = (early_exit_export_dir("fp32"), "/predict", bodies, config.classify_requests)
+    if "speculative" in config.techniques:
+        prompts = austen_prompts(4, config.prompt_words)["continue"]
+        bodies = {
+            switch: [
+                {"prompt": p, "max_tokens": config.max_tokens, "temperature": 0, "speculative": switch}
+                for p in prompts
+            ]
+            for switch in (True, False)
+        }
+        workloads["speculative"] = (smollm2_openvino_dir("fp32"), "/v1/completions", bodies, config.generate_requests)
+    return workloads
+
+
+def _measure(url: str, path: str, bodies: dict, requests: int, levels: list[int], server: str, technique: str):
+    rows = []
+    asyncio.run(run_load(url, path, bodies[True], concurrency=1, requests=4))  # warm-up: compile every request
+    asyncio.run(run_load(url, path, bodies[False], concurrency=1, requests=4))
+    for level in tqdm(levels, desc=f"{technique}, {server}"):
+        for switch in (True, False):  # on and off back to back at each level
+            result = asyncio.run(run_load(url, path, bodies[switch], concurrency=level, requests=requests))
+            rows.append({"technique": technique, "server": server, "on": switch, **result.to_dict()})
+    return rows
+
+
+def run_benchmark(config: ServingBenchConfig, output_dir: str | Path = "benchmarks") -> dict:
+    """Runs every technique of `config` on the embedded server (and on Ray Serve); returns and writes the results."""
+    ov_config = PRECISIONS[config.precision]
+    rows = []
+    workloads = _workloads(config)
+    for technique, (folder, path, bodies, requests) in workloads.items():
+        app = build_fastapi_app(folder, ServeSettings(ov_config=ov_config, max_queue=max(config.concurrency)))
+        with BackgroundServer(app) as server:
+            rows += _measure(server.url, path, bodies, requests, config.concurrency, "embedded", technique)
+    if config.ray_replicas:
+        rows += _ray_rows(config, workloads, ov_config)
+    results = {"config": config.__dict__, "rows": rows, "summary": summarize(rows)}
+    png = save_results(results, output_dir, config.name)
+    plot(rows, png)
+    return results
+
+
+def _ray_rows(config: ServingBenchConfig, workloads: dict, ov_config: dict) -> list[dict]:
+    import ray
+    from ray import serve
+
+    from optimum_dynexec.serve.ray_app import build_app
+
+    rows = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": 8765})
+        for technique, (folder, path, bodies, requests) in workloads.items():
+            app = build_app(
+                folder,
+                num_replicas=config.ray_replicas,
+                num_cpus=2 / config.ray_replicas,
+                ov_config=ov_config,
+                max_queue=max(config.concurrency),
+            )
+            serve.run(app, name=technique, route_prefix="/")
+            server = f"Ray Serve x{config.ray_replicas}"
+            rows += _measure("http://127.0.0.1:8765", path, bodies, requests, config.concurrency, server, technique)
+            serve.delete(technique)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per technique, server and concurrency: the on/off ratio of requests/s (tokens/s for generation) and p99."""
+    out = []
+    keys = sorted({(r["technique"], r["server"], r["concurrency"]) for r in rows})
+    for technique, server, level in keys:
+        on, off = (
+            next(
+                r
+                for r in rows
+                if (r["technique"], r["server"], r["concurrency"], r["on"]) == (technique, server, level, s)
+            )
+            for s in (True, False)
+        )
+        metric = "tokens_per_s" if technique == "speculative" else "requests_per_s"
+        out.append(
+            {
+                "technique": technique,
+                "server": server,
+                "concurrency": level,
+                "metric": metric,
+                "on": on[metric],
+                "off": off[metric],
+                "speedup": on[metric] / off[metric] if off[metric] else float("nan"),
+                "p99_on_ms": on["latency_ms"]["p99"],
+                "p99_off_ms": off["latency_ms"]["p99"],
+                "lost": (on["requests"] - on["ok"]) + (off["requests"] - off["ok"]),
+            }
+        )
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Throughput against concurrency, technique on (solid) and off (dashed), per technique and server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    techniques = sorted({r["technique"] for r in rows})
+    fig, axes = plt.subplots(1, len(techniques), figsize=(5.5 * len(techniques), 4), squeeze=False)
+    for ax, technique in zip(axes[0], techniques):
+        metric = "tokens_per_s" if technique == "speculative" else "requests_per_s"
+        for k, server in enumerate(sorted({r["server"] for r in rows if r["technique"] == technique})):
+            for switch, style in ((True, "-"), (False, "--")):
+                picked = sorted(
+                    (r for r in rows if (r["technique"], r["server"], r["on"]) == (technique, server, switch)),
+                    key=lambda r: r["concurrency"],
+                )
+                ax.plot(
+                    [r["concurrency"] for r in picked],
+                    [r[metric] for r in picked],
+                    style,
+                    marker="o",
+                    color=f"C{k}",
+                    label=f"{server}, {technique} {'on' if switch else 'off'}",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(technique)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(results: dict) -> str:
+    lines = ["technique    server          conc.  on / off           speed-up  p99 on / off (ms)   lost"]
+    for s in results["summary"]:
+        unit = "tok/s" if s["metric"] == "tokens_per_s" else "req/s"
+        lines.append(
+            f"{s['technique']:<12} {s['server']:<15} {s['concurrency']:>5}  {s['on']:>7.1f} / {s['off']:<7.1f}{unit} "
+            f"{s['speedup']:>6.2f}x  {s['p99_on_ms']:>8.0f} / {s['p99_off_ms']:<8.0f} {s['lost']:>4}"
+        )
+    return "\n".join(lines)
