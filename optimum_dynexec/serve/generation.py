@@ -102,6 +102,8 @@ def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
         kwargs["prompt_lookup_num_tokens"] = PROMPT_LOOKUP_NUM_TOKENS
     if job.seed is not None:
         torch.manual_seed(job.seed)
+    else:  # a seeded request before must not make the next unseeded one predictable
+        torch.seed()
     enabled = model.speculation_enabled
     model.speculation_enabled = has_config and job.speculative is not False
     try:
