@@ -190,6 +190,9 @@ def test_bad_input_gets_its_4xx_and_the_server_still_answers(http):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     response = http.post("/v1/completions", content=b"x" * (2 << 20), headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    chunked = (b"x" * 1024 for _ in range(2048))  # no Content-Length: the limit counts what arrives
+    response = http.post("/v1/completions", content=chunked, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
     assert http.post("/predict", json={"inputs": "a"}).status_code == 404  # a classifier's route, not this server's
     assert http.get("/v1/completions").status_code == 405
     out = http.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "temperature": 0})
@@ -242,6 +245,13 @@ def test_full_queue_pushes_back_and_a_disconnect_frees_the_slot(server, http, mo
     assert metric(http, "dynexec_cancelled_generations_total") == cancelled + 1
     assert metric(http, "dynexec_generated_tokens_total") - generated < n
     assert http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2}).status_code == 200
+    # a client that gives up on a non-streaming request frees the slot too
+    with pytest.raises(httpx.TimeoutException):
+        http.post("/v1/completions", json={**long, "stream": False}, timeout=0.5)
+    deadline = time.monotonic() + 60
+    while http.get("/health").json()["queue"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(http, "dynexec_cancelled_generations_total") == cancelled + 2
 
 
 def test_metrics_count_requests_tokens_and_acceptance(http):
