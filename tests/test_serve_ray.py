@@ -7,16 +7,15 @@ import socket
 import httpx
 import numpy as np
 import pytest
+import ray
 from conftest import F32
+from ray import serve
 from tiny_models import random_texts
 from transformers import AutoTokenizer
 
 from optimum_dynexec import OVModelForSequenceClassification
 from optimum_dynexec.serve import app as ray_app_builder
 from optimum_dynexec.serve.ray_data import EarlyExitBatchPredictor
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
 
 TEXTS = random_texts(24, seed=11)
 THRESHOLD = 0.503  # spreads the tiny random model's exits over its layers
