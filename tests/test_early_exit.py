@@ -1,7 +1,11 @@
 """Early-exit runtime on a tiny random BERT: parity with optimum-intel, exits, batch compaction, bad input."""
 
+import dataclasses
+import re
+
 import huggingface_hub
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 from conftest import F32
@@ -12,6 +16,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from optimum_dynexec import EarlyExitClassifierOutput, OVModelForSequenceClassification, export_early_exit
 from optimum_dynexec.configuration import load_dynexec_config
+from optimum_dynexec.early_exit_engine import EarlyExitEngine
+from optimum_dynexec.exporters.early_exit import regroup_segments
 
 
 @pytest.fixture(scope="module")
@@ -221,12 +227,31 @@ def test_hub_id_loads_as_optimum_intel(tiny_early_exit, tmp_path, tokenizer, mon
         )
 
 
-def test_export_true_on_a_transformers_folder(tiny_bert, tokenizer):
-    """`export=True` goes through optimum-intel's export hook and then this class's loading hook."""
+def test_export_true_on_a_transformers_folder(tiny_bert, plain, tokenizer):
+    """`export=True` goes through optimum-intel's export hook and then this class's loading hook; an error names the
+    transformers folder, not the export's temporary one. (`plain` is optimum-intel's export of the same model.)"""
     ours = OVModelForSequenceClassification.from_pretrained(tiny_bert, export=True, ov_config=F32)
-    theirs = PlainOVModel.from_pretrained(tiny_bert, export=True, ov_config=F32)
     assert isinstance(ours, OVModelForSequenceClassification) and not ours.has_early_exit
     enc = tokenizer(TEXTS, padding=True, return_tensors="np")
-    np.testing.assert_allclose(ours(**enc).logits, theirs(**enc).logits, atol=1e-6)
-    with pytest.raises(ValueError, match=f"{tiny_bert} has no exit heads"):
+    np.testing.assert_allclose(ours(**enc).logits, plain(**enc).logits, atol=1e-6)
+    with pytest.raises(ValueError, match=f"{re.escape(str(tiny_bert))}/? has no exit heads"):
         OVModelForSequenceClassification.from_pretrained(tiny_bert, export=True, exit_threshold=0.5)
+
+
+def test_joined_segments_run_as_the_parts(tiny_early_exit, plain, tokenizer):
+    """Segments joined in OpenVINO (how the automatic selection keeps a subset of exits) give optimum-intel's logits
+    through every segment, and the head they end with gives what it gave before the join."""
+    core = ov.Core()
+    config = load_dynexec_config(tiny_early_exit)
+    parts = [core.read_model(tiny_early_exit / s) for s in config.segments]  # exits after 1, 2, 3
+    kept = dataclasses.replace(config, exit_layers=[2], segments=[])
+    joined = EarlyExitEngine(regroup_segments(parts, config.exit_layers, [2]), kept)
+    separate = EarlyExitEngine(parts, config)
+    for engine in (joined, separate):
+        engine.compile(core, "CPU", F32)
+    enc = tokenizer(TEXTS, padding=True, return_tensors="np")
+    feeds = joined.first_feeds(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    layer_logits, _ = joined.run_all(feeds)
+    np.testing.assert_allclose(layer_logits[0], separate.run_all(feeds)[0][1], atol=1e-6)  # the head after layer 2
+    np.testing.assert_allclose(layer_logits[1], plain(**enc).logits, atol=1e-5)
+    assert len(joined.models[0].inputs) == 3 and [o.get_any_name() for o in joined.models[1].outputs] == ["logits"]

@@ -14,7 +14,8 @@ from optimum_dynexec import OVModelForSequenceClassification, export_early_exit
 from optimum_dynexec.data import TextDataset
 from optimum_dynexec.exporters.encoder_segments import ADAPTERS, get_adapter
 
-# every family optimum-intel exports for text-classification that early exit cuts into segments
+# every family optimum-intel exports for text-classification that early exit cuts into segments (the README's family
+# table is generated from this list: tests/family_tables.py)
 ENCODER_FAMILIES = [
     "bert",
     "roberta",

@@ -39,16 +39,8 @@ def _convert_segment(segment, example: dict[str, torch.Tensor]) -> ov.Model:
     return model
 
 
-def convert_segments(
-    model: torch.nn.Module, heads: ExitHeads, done: dict[tuple[int, int], ov.Model] | None = None
-) -> list[ov.Model]:
-    """Converts the segments of `model` cut after `heads.exit_layers` to OpenVINO models with dynamic shapes.
-
-    Args:
-        done (`dict`, *optional*): segments converted before with the same heads, by `(start, end)` layer; those are
-            reused, and the new ones added.
-    """
-    done = {} if done is None else done
+def convert_segments(model: torch.nn.Module, heads: ExitHeads) -> list[ov.Model]:
+    """Converts the segments of `model` cut after `heads.exit_layers` to OpenVINO models with dynamic shapes."""
     ids = torch.tensor([[2, 5, 7, 3], [2, 6, 3, 0]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
     hidden = torch.zeros(2, 4, model.config.hidden_size)
@@ -57,12 +49,41 @@ def convert_segments(
     first = {name: first[name] for name in get_adapter(model).input_names}
     converted = []
     for segment in tqdm(build_segments(model, heads), desc="converting segments"):
-        key = (segment.start, segment.end)
-        if key not in done:
-            example = first if segment.is_first else {"hidden_states": hidden, "attention_mask": mask}
-            done[key] = _convert_segment(segment, example)
-        converted.append(done[key])
+        example = first if segment.is_first else {"hidden_states": hidden, "attention_mask": mask}
+        converted.append(_convert_segment(segment, example))
     return converted
+
+
+def join_segments(parts: list[ov.Model]) -> ov.Model:
+    """One segment that runs `parts` (consecutive segments) in turn, without the exits between them: each part's
+    `hidden_states` and `attention_mask` inputs are fed by the previous part's `last_hidden_state` and the first part's
+    mask. The parts are cloned, not changed."""
+    parts = [part.clone() for part in parts]
+    params = list(parts[0].get_parameters())
+    mask = next(p.output(0) for p in params if "attention_mask" in p.output(0).get_names())
+    joined = parts[0]
+    for part in parts[1:]:
+        result = next(r for r in joined.get_results() if "last_hidden_state" in r.output(0).get_names())
+        hidden = result.input_value(0)
+        hidden.get_tensor().set_names(set())  # an inner tensor now: the name is the next part's output
+        for param in part.get_parameters():
+            source = hidden if "hidden_states" in param.output(0).get_names() else mask
+            for target in list(param.output(0).get_target_inputs()):
+                target.replace_source_output(source)
+        joined = ov.Model(part.get_results(), params, "early_exit_segment")
+    return joined
+
+
+def regroup_segments(segments: list[ov.Model], exit_layers: list[int], keep: list[int]) -> list[ov.Model]:
+    """The segments cut after `keep` only (a subset of `exit_layers`), joined from `segments` cut after every one of
+    `exit_layers`: no second conversion from PyTorch."""
+    groups, current = [], []
+    for end, segment in zip([*exit_layers, None], segments):
+        current.append(segment)
+        if end is None or end in keep:
+            groups.append(current)
+            current = []
+    return [group[0] if len(group) == 1 else join_segments(group) for group in groups]
 
 
 def _split_holdout(data: TextDataset, fraction: float, seed: int) -> tuple[TextDataset, TextDataset]:
@@ -221,8 +242,7 @@ def export_early_exit(
         target_agreement=target_agreement,
         quantization=quant_record,
     )
-    converted: dict[tuple[int, int], ov.Model] = {}
-    segments = convert_segments(model, heads, converted)
+    segments = convert_segments(model, heads)
     engine = EarlyExitEngine(segments, config)
     engine.compile(core, "CPU", ov_config)
     have_text = calibration is not None and len(calibration) > 0
@@ -244,9 +264,8 @@ def export_early_exit(
             1e3 * stats["expected_cost"],
             1e3 * stats["expected_cost_full"],
         )
-        heads = heads.select(keep)
+        segments = regroup_segments(segments, heads.exit_layers, keep)
         config.exit_layers = keep
-        segments = convert_segments(model, heads, converted)  # segments kept whole are not converted again
         engine = EarlyExitEngine(segments, config)
         engine.compile(core, "CPU", ov_config)
     config.segments = [f"{SEGMENT_DIR}/segment_{k}.xml" for k in range(len(segments))]
