@@ -2,7 +2,9 @@
 `generate()`, bad input gets its 4xx, the queue pushes back, and a disconnect frees the slot."""
 
 import functools
+import itertools
 import json
+import threading
 import time
 
 import httpx
@@ -221,9 +223,12 @@ def test_full_queue_pushes_back_and_a_disconnect_frees_the_slot(server, http, mo
     Retry-After; closing the stream stops the generation far short of its length and frees the slot."""
     model = server.app.state.loaded.model
     forward = model.forward
+    held, calls = threading.Event(), itertools.count()
 
     @functools.wraps(forward)
     def slow_forward(*args, **kwargs):  # at least 2 ms a token: the stream cannot end before the client leaves
+        if next(calls) >= 3:  # after the first tokens, the slot stays taken until the busy request was answered
+            held.wait(60)
         time.sleep(0.002)
         return forward(*args, **kwargs)
 
@@ -236,6 +241,7 @@ def test_full_queue_pushes_back_and_a_disconnect_frees_the_slot(server, http, mo
         first = next(stream.iter_lines())
         assert first.startswith("data: ") and json.loads(first[6:])["choices"][0]["text"], first
         busy = http.post("/v1/completions", json={"prompt": "a", "max_tokens": 2})
+        held.set()
         assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
         assert busy.json()["error"]["type"] == "rate_limit_error"
     deadline = time.monotonic() + 60
