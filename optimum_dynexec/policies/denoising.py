@@ -151,7 +151,6 @@ def recording_clean_latents(scheduler, stop: AdaptiveStop) -> Iterator[None]:
         `ValueError`: when the scheduler does not predict clean latents (e.g. multistep DPM-Solver).
     """
     original = scheduler.step
-    had_own_step = "step" in vars(scheduler)
 
     def step(*args, **kwargs):
         return_dict = kwargs.pop("return_dict", True)
@@ -166,14 +165,8 @@ def recording_clean_latents(scheduler, stop: AdaptiveStop) -> Iterator[None]:
         return out if return_dict else out.to_tuple()
 
     stop.reset()
-    scheduler.step = step
-    try:
+    with _replaced(scheduler, "step", step):
         yield
-    finally:
-        if had_own_step:
-            scheduler.step = original
-        else:
-            del scheduler.step  # back to the class's method
 
 
 @contextmanager
@@ -188,7 +181,6 @@ def skipping_after_stop(model, stop: AdaptiveStop) -> Iterator[None]:
         stop (`AdaptiveStop`): the callback whose `stopped` flag ends the real calls.
     """
     original = model.forward
-    had_own_forward = "forward" in vars(model)
     last = None
 
     def forward(*args, **kwargs):
@@ -198,11 +190,23 @@ def skipping_after_stop(model, stop: AdaptiveStop) -> Iterator[None]:
         return last
 
     stop.reset()
-    model.forward = forward
+    with _replaced(model, "forward", forward):
+        yield
+
+
+@contextmanager
+def _replaced(owner, name: str, replacement) -> Iterator[None]:
+    """Within the block, `owner.<name>` is `replacement`; afterwards it is what it was (the instance's own attribute,
+    or the class's method again)."""
+    own = vars(owner).get(name, _MISSING)
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        if had_own_forward:
-            model.forward = original
+        if own is _MISSING:
+            delattr(owner, name)
         else:
-            del model.forward  # back to the class's method
+            setattr(owner, name, own)
+
+
+_MISSING = object()
