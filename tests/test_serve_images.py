@@ -3,6 +3,7 @@ each image ran, equal to the in-process pipeline; bad input gets its 4xx."""
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
@@ -17,6 +18,7 @@ from optimum_dynexec import OVStableDiffusionPipeline
 from optimum_dynexec.exporters.diffusion import export_stepsaver
 from optimum_dynexec.serve import build_fastapi_app
 from optimum_dynexec.serve.background import BackgroundServer
+from optimum_dynexec.serve.loading import model_kind
 
 DEFAULT_STEPS = 6
 
@@ -88,3 +90,15 @@ def test_bad_input_gets_its_4xx_and_the_server_still_answers(server):
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["code"] == code, (body, response.json())
     assert httpx.get(server.url + "/health").json()["kind"] == "images"
+
+
+@pytest.mark.parametrize(
+    "class_name", ["StableDiffusionXLPipeline", "OVLatentConsistencyModelPipeline", "FluxPipeline"]
+)
+def test_pipeline_families_are_recognised_or_refused_by_name(tmp_path, class_name):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    if class_name == "FluxPipeline":
+        with pytest.raises(ValueError, match="holds a FluxPipeline"):
+            model_kind(tmp_path)
+    else:
+        assert model_kind(tmp_path) == "images"

@@ -11,15 +11,15 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from ..configuration import EarlyExitConfig, SpeculativeConfig, StepSaverConfig, load_dynexec_config
+from ..exporters.diffusion import plain_pipeline_class
 from ..modeling_decoder import OVModelForCausalLM
-from ..modeling_diffusion import OVStableDiffusionPipeline
+from ..modeling_diffusion import STEP_POLICY_PIPELINES
 from ..modeling_early_exit import OVModelForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("llm", "classifier", "images")
 _BY_CONFIG = {SpeculativeConfig: "llm", EarlyExitConfig: "classifier", StepSaverConfig: "images"}
-DIFFUSION_PIPELINES = ("StableDiffusionPipeline", "OVStableDiffusionPipeline")
 
 
 @dataclass
@@ -36,7 +36,8 @@ class LoadedModel:
 
 def model_kind(folder: str | Path) -> str:
     """The endpoint family of a folder: its `dynexec_config.json` technique, else `model_index.json` (a Stable
-    Diffusion pipeline) or `config.json`'s architectures (`*ForCausalLM`, `*ForSequenceClassification`).
+    Diffusion, SDXL or latent-consistency pipeline) or `config.json`'s architectures (`*ForCausalLM`,
+    `*ForSequenceClassification`).
 
     Raises:
         `ValueError`: when the folder is missing or holds nothing this server can serve.
@@ -49,9 +50,7 @@ def model_kind(folder: str | Path) -> str:
         return _BY_CONFIG[type(config)]
     index = folder / "model_index.json"
     if index.is_file():
-        name = json.loads(index.read_text()).get("_class_name")
-        if name not in DIFFUSION_PIPELINES:
-            raise ValueError(f"{folder} holds a {name}; this server serves Stable Diffusion pipelines only.")
+        plain_pipeline_class(folder)  # a pipeline family with step policies, or a ValueError naming the supported
         return "images"
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -64,7 +63,7 @@ def model_kind(folder: str | Path) -> str:
             return "classifier"
     raise ValueError(
         f"{folder} is a {architectures or 'model without architectures'}; this server serves causal LMs, sequence "
-        "classifiers and Stable Diffusion pipelines."
+        "classifiers and text-to-image pipelines (Stable Diffusion, SDXL, latent consistency)."
     )
 
 
@@ -89,7 +88,7 @@ def load_model(
         raise ValueError(f"An exit threshold was given, but {folder} holds a {kind} model, not a classifier.")
     options = {"device": device, "ov_config": ov_config, "trust_remote_code": False}
     if kind == "images":
-        pipe = OVStableDiffusionPipeline.from_pretrained(folder, **options)
+        pipe = STEP_POLICY_PIPELINES[plain_pipeline_class(folder)].from_pretrained(folder, **options)
         pipe.set_progress_bar_config(disable=True)
         return LoadedModel(kind, pipe, None, pipe.step_config is not None, folder)
     try:
