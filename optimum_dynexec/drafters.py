@@ -225,9 +225,7 @@ def make_drafter(
     if draft is None and prompt_lookup_num_tokens is None:
         raise ValueError("Give a draft model or prompt_lookup_num_tokens.")
     if draft is None:
-        return PromptLookupDrafter(
-            prompt_lookup_num_tokens, schedule or lookup_schedule or LookaheadSchedule(prompt_lookup_num_tokens)
-        )
+        return PromptLookupDrafter(prompt_lookup_num_tokens, schedule or LookaheadSchedule(prompt_lookup_num_tokens))
     schedule = schedule or LookaheadSchedule(5)
     cls = EagleDrafter if getattr(draft, "is_eagle", False) else DraftModelDrafter
     model_drafter = cls(draft, schedule, confidence_threshold, own_request)

@@ -309,12 +309,12 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         def drafter_of(own_request: bool):  # a batch gives every row a drafter (and schedule) of its own
             if not own_request:
                 return make_drafter(assistant_model, lookup, schedule, confidence)
-            # in a batch every proposed position costs the whole call time, so each row's lookup adapts its length
-            # (up to the asked one) and stops proposing where it keeps failing (`batch_schedule`)
-            own = batch_schedule(schedule)
-            lookup_own = batch_schedule(LookaheadSchedule(int(lookup))) if lookup is not None else None
+            # in a batch every proposed position costs the whole call time, so each row's drafters adapt their length
+            # (up to the asked one) and stop proposing where they keep failing (`batch_schedule`)
+            lookup_own = None if lookup is None else batch_schedule(LookaheadSchedule(int(lookup)))
             if assistant_model is None:
-                own = lookup_own
+                return make_drafter(None, lookup, lookup_own)
+            own = batch_schedule(schedule)
             return make_drafter(assistant_model, lookup, own, confidence, own_request=True, lookup_schedule=lookup_own)
 
         # the call as transformers sees it: no drafter settings (transformers' assisted mode refuses a stateful model)
