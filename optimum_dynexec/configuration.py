@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CONFIG_NAME = "dynexec_config.json"
+HEADS_CONFIG = "exit_heads.json"  # trained exit heads saved beside a classifier (`training.exit_heads`)
 EXIT_CRITERIA = ("confidence", "entropy")
 
 

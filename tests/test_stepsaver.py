@@ -32,14 +32,24 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_sd_ov(tiny_sd, tmp_path_factory) -> Path:
+    """The tiny pipeline exported once by optimum-intel's plain class: a plain OpenVINO folder the tests load."""
+    folder = tmp_path_factory.mktemp("tiny_sd_ov")
+    PlainPipeline.from_pretrained(tiny_sd, export=True, compile=False).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def tiny_predictor(tiny_bert, tmp_path_factory) -> Path:
     """A step predictor trained on fake labels: prompts that mention `good` need 2 steps, others 8."""
     return make_tiny_step_predictor(tiny_bert, tmp_path_factory.mktemp("pred") / "predictor", GRID)
 
 
 @pytest.fixture(scope="module")
-def tiny_stepsaver(tiny_sd, tiny_predictor, tmp_path_factory) -> Path:
-    return export_stepsaver(tiny_sd, tmp_path_factory.mktemp("ss") / "out", predictor=tiny_predictor, default_steps=8)
+def tiny_stepsaver(tiny_sd_ov, tiny_predictor, tmp_path_factory) -> Path:
+    return export_stepsaver(
+        tiny_sd_ov, tmp_path_factory.mktemp("ss") / "out", predictor=tiny_predictor, default_steps=8
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +80,16 @@ def test_step_records_relabel():
     assert records.relabel(0.96).fewest_steps == [4, 8]
 
 
-def test_plain_folder_behaves_as_optimum_intel(tiny_sd, tmp_path):
-    theirs = PlainPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32)
-    theirs.save_pretrained(tmp_path / "plain")  # a plain optimum-intel folder, exported once
-    ours = OVStableDiffusionPipeline.from_pretrained(tmp_path / "plain", ov_config=F32)
+def test_plain_folder_behaves_as_optimum_intel(tiny_sd_ov):
+    theirs = PlainPipeline.from_pretrained(tiny_sd_ov, ov_config=F32)  # a plain optimum-intel folder
+    ours = OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, ov_config=F32)
     assert ours.step_config is None
     a = ours(PROMPTS[:2], num_inference_steps=3, generator=gens(2), output_type="np")
     b = theirs(PROMPTS[:2], num_inference_steps=3, generator=gens(2), output_type="np")
     np.testing.assert_array_equal(a.images, b.images)
     assert a.num_inference_steps == [3, 3]
     with pytest.raises(ValueError, match="no step predictor"):
-        OVStableDiffusionPipeline.from_pretrained(tmp_path / "plain", step_policy="predictor")
+        OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, step_policy="predictor")
 
 
 def test_predictor_export_round_trip(pipe, tiny_stepsaver, tiny_predictor, tmp_path):
@@ -136,8 +145,8 @@ def test_fixed_policy_uses_default_steps(pipe):
     assert out.num_inference_steps == [8]
 
 
-def test_adaptive_stop_decodes_last_clean_estimate(tiny_sd):
-    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32, step_tolerance=0.5)
+def test_adaptive_stop_decodes_last_clean_estimate(tiny_sd_ov):
+    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, ov_config=F32, step_tolerance=0.5)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(PROMPTS[:2], step_policy="adaptive", num_inference_steps=30, generator=gens(2), output_type="latent")
     used = out.num_inference_steps[0]
@@ -168,8 +177,8 @@ def test_adaptive_stop_decodes_last_clean_estimate(tiny_sd):
     assert images.num_inference_steps == [used, used]
 
 
-def test_adaptive_with_tiny_tolerance_runs_every_step(tiny_sd):
-    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32, step_tolerance=1e-9)
+def test_adaptive_with_tiny_tolerance_runs_every_step(tiny_sd_ov):
+    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, ov_config=F32, step_tolerance=1e-9)
     pipe.set_progress_bar_config(disable=True)
     adaptive = pipe(PROMPTS[:1], step_policy="adaptive", num_inference_steps=6, generator=gens(1), output_type="np")
     fixed = pipe(PROMPTS[:1], num_inference_steps=6, generator=gens(1), output_type="np")
@@ -177,8 +186,8 @@ def test_adaptive_with_tiny_tolerance_runs_every_step(tiny_sd):
     np.testing.assert_array_equal(adaptive.images, fixed.images)
 
 
-def test_adaptive_chains_a_user_callback(tiny_sd):
-    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32, step_tolerance=0.5)
+def test_adaptive_chains_a_user_callback(tiny_sd_ov):
+    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, ov_config=F32, step_tolerance=0.5)
     calls = []
 
     def user(p, i, t, kwargs):
@@ -191,20 +200,20 @@ def test_adaptive_chains_a_user_callback(tiny_sd):
     assert len(calls) == out.num_inference_steps[0]
 
 
-def test_adaptive_needs_clean_latents(tiny_sd):
+def test_adaptive_needs_clean_latents(tiny_sd_ov):
     from diffusers import DPMSolverMultistepScheduler
 
-    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd, export=True, ov_config=F32)
+    pipe = OVStableDiffusionPipeline.from_pretrained(tiny_sd_ov, ov_config=F32)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     with pytest.raises(ValueError, match="pred_original_sample"):
         pipe("a bag", step_policy="adaptive", num_inference_steps=4)
 
 
-def test_quantized_pipeline_runs(tiny_sd, tiny_predictor, tmp_path):
+def test_quantized_pipeline_runs(tiny_sd_ov, tiny_predictor, tmp_path):
     from optimum_dynexec.exporters.quantization import quantization_config_from_flags
 
     out = export_stepsaver(
-        tiny_sd,
+        tiny_sd_ov,
         tmp_path / "int8",
         predictor=tiny_predictor,
         default_steps=8,
@@ -218,7 +227,7 @@ def test_quantized_pipeline_runs(tiny_sd, tiny_predictor, tmp_path):
     assert result.images.shape == (2, 32, 32, 3) and np.isfinite(result.images).all()
     assert result.num_inference_steps == pipe.predict_steps(PROMPTS[:2])
     hybrid = export_stepsaver(
-        tiny_sd,
+        tiny_sd_ov,
         tmp_path / "hybrid",
         quantization_config=diffusion_quantization_config("hybrid", calibration_prompts=PROMPTS, num_samples=2),
     )

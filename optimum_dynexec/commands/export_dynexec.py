@@ -9,7 +9,7 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
-from ..configuration import DRAFTER_DEFAULTS, LOOKAHEAD_SCHEDULES, PROMPT_LOOKUP_NUM_TOKENS
+from ..configuration import DRAFTER_DEFAULTS, HEADS_CONFIG, LOOKAHEAD_SCHEDULES, PROMPT_LOOKUP_NUM_TOKENS
 from ..exporters import quantization
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ class DynexecExportCommand(BaseOptimumCLICommand):
 
     def _run(self):
         args = self.args
+        _check_request(args)  # before the exporters' imports (seconds): a mistyped path fails at once
         if args.task == "text-to-image":
             return _export_text_to_image(args)
         if args.task == "text-classification":
@@ -291,6 +292,29 @@ def _export_text_to_image(args) -> None:
         predictor_quantization_config=pconfig,
         **policy_kwargs,
     )
+
+
+def _check_request(args) -> None:
+    """Raises what the exporters would raise for a missing folder or file, an unreadable `--exit-layers` or an
+    early-exit export without text, without importing them."""
+    markers = ("config.json", "model_index.json")
+    if not any((args.model / marker).is_file() for marker in markers):
+        raise FileNotFoundError(f"{args.model} is not a transformers model folder (no config.json).")
+    for flag in ("train_file", "train_prompts"):
+        path = getattr(args, flag, None)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"--{flag.replace('_', '-')} {path} does not exist.")
+    for flag in ("draft_model", "step_predictor", "predictor_base"):
+        path = getattr(args, flag, None)
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"--{flag.replace('_', '-')} {path} does not exist.")
+    if args.task == "text-classification":
+        _parse_exit_layers(args.exit_layers)
+        if args.train_file is None and not (args.model / HEADS_CONFIG).is_file():
+            raise ValueError(
+                f"{args.model} has no trained exit heads: pass training text (--train-file, a .txt or .csv file) so "
+                "they can be trained by self-distillation."
+            )
 
 
 def _parse_exit_layers(values: list[str]) -> list[int] | str | None:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configuration import validate_exit_layers
+from ..configuration import HEADS_CONFIG, validate_exit_layers
 from ..data import TextDataset
 from ..utils import set_seed
 from .loop import TrainingLoop, batch_indices
@@ -26,7 +26,6 @@ from .loop import TrainingLoop, batch_indices
 logger = logging.getLogger(__name__)
 
 HEADS_WEIGHTS = "exit_heads.safetensors"
-HEADS_CONFIG = "exit_heads.json"
 
 
 def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
