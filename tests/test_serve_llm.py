@@ -276,3 +276,115 @@ def test_metrics_count_requests_tokens_and_acceptance(http):
         assert name in text, name
     assert metric(http, "dynexec_tokens_per_target_call_count") >= 1
     assert metric(http, 'dynexec_requests_total{endpoint="/v1/completions",status="429"}') >= 1
+
+
+# -- concurrent requests share generate() calls ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def batching_server(folder):
+    """Room for 4 waiting requests, and a long batching window: 4 concurrent requests fill one batch."""
+    app = build_fastapi_app(folder, ov_config=EXACT, max_queue=8, max_generation_batch=4, max_wait_ms=2000)
+    with BackgroundServer(app) as running:
+        yield running
+
+
+def concurrently(url: str, bodies: list[dict]) -> list[dict]:
+    """Posts `bodies` to /v1/completions at once, one thread each; the JSON answers in order."""
+    answers = [None] * len(bodies)
+
+    def post(i: int) -> None:
+        answers[i] = httpx.post(url + "/v1/completions", json=bodies[i], timeout=60).json()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def batch_sizes(url: str) -> tuple[float, float]:
+    """The generation-batch histogram's count and sum."""
+    lines = httpx.get(url + "/metrics").text.splitlines()
+    value = {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if not line.startswith("#")}
+    return value["dynexec_generation_batch_size_count"], value["dynexec_generation_batch_size_sum"]
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_concurrent_requests_share_one_call_and_each_gets_its_own_text(batching_server, local, speculative):
+    """4 greedy requests, different prompts and lengths, one with a stop string: one batched call, and each row is
+    what in-process generate() gives it alone (cut at its own max_tokens and stop string)."""
+    model, tokenizer = local
+    prompts, lengths = [*PROMPTS, "The quick brown fox"], [24, 10, 17, 30]
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    alone = [local_greedy(local, i, n, speculative) for i, n in zip(ids, lengths)]
+    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in alone]
+    assert len(texts[0]) > 6, texts[0]
+    stop = texts[0][4:6]  # row 0 stops early; the others must not be cut by its stop string
+    t = torch.tensor([ids[0]])
+    model.speculation_enabled = speculative
+    try:
+        stopped = model.generate(
+            input_ids=t,
+            attention_mask=torch.ones_like(t),
+            max_new_tokens=24,
+            do_sample=False,
+            stop_strings=[stop],
+            tokenizer=tokenizer,
+        )[0, len(ids[0]) :].tolist()
+    finally:
+        model.speculation_enabled = True
+    bodies = [
+        {"prompt": p, "max_tokens": n, "temperature": 0, "speculative": speculative} for p, n in zip(prompts, lengths)
+    ]
+    bodies[0]["stop"] = [stop]
+    calls = batching_server.app.state.service.batcher.batch_sizes
+    before, count = len(calls), batch_sizes(batching_server.url)
+    answers = concurrently(batching_server.url, bodies)
+    assert calls[before:] == [4]
+    assert batch_sizes(batching_server.url) == (count[0] + 1, count[1] + 4)
+    first = answers[0]["choices"][0]
+    assert first["text"] == texts[0][: texts[0].index(stop)] and first["finish_reason"] == "stop"
+    assert answers[0]["usage"]["completion_tokens"] == len(stopped) < len(alone[0])
+    for answer, text, tokens, n in list(zip(answers, texts, alone, lengths))[1:]:
+        choice = answer["choices"][0]
+        assert choice["text"] == text and answer["usage"]["completion_tokens"] == len(tokens)
+        assert choice["finish_reason"] == ("length" if len(tokens) == n else "stop")
+    for answer in answers:
+        assert answer["dynexec"]["batch_size"] == 4 and answer["dynexec"]["speculative"] is speculative
+
+
+def test_seeded_requests_are_never_batched(batching_server):
+    calls = batching_server.app.state.service.batcher.batch_sizes
+    before, count = len(calls), batch_sizes(batching_server.url)
+    body = {"prompt": PROMPTS[1], "max_tokens": 12, "temperature": 0.9, "top_p": 0.9, "seed": 5}
+    answers = concurrently(batching_server.url, [body] * 3)
+    assert len(calls) == before and batch_sizes(batching_server.url) == (count[0] + 3, count[1] + 3)
+    assert len({a["choices"][0]["text"] for a in answers}) == 1
+    assert all("batch_size" not in a["dynexec"] for a in answers)
+
+
+def test_max_generation_batch_1_runs_every_request_alone(folder, local):
+    _, tokenizer = local
+    app = build_fastapi_app(folder, ov_config=EXACT, max_queue=8, max_generation_batch=1)
+    assert app.state.service.batcher is None
+    prompts, lengths = [*PROMPTS, "The quick brown fox"], [24, 10, 17, 30]
+    texts = [
+        tokenizer.decode(local_greedy(local, tokenizer(p)["input_ids"], n), skip_special_tokens=True)
+        for p, n in zip(prompts, lengths)
+    ]
+    with BackgroundServer(app) as running:
+        answers = concurrently(
+            running.url, [{"prompt": p, "max_tokens": n, "temperature": 0} for p, n in zip(prompts, lengths)]
+        )
+        assert batch_sizes(running.url) == (4, 4)
+    assert [a["choices"][0]["text"] for a in answers] == texts
+    assert all("batch_size" not in a["dynexec"] for a in answers)
+
+
+def test_max_generation_batch_is_validated():
+    from optimum_dynexec.serve.cli import parser, settings_from_args
+    from optimum_dynexec.serve.server import ServeSettings
+
+    with pytest.raises(ValueError, match="max_generation_batch must be positive, got 0"):
+        ServeSettings(max_generation_batch=0)
+    assert settings_from_args(parser().parse_args(["f", "--max-generation-batch", "1"])).max_generation_batch == 1

@@ -47,7 +47,14 @@ def parser() -> argparse.ArgumentParser:
         "--max-wait-ms",
         type=float,
         default=defaults.max_wait_ms,
-        help="how long a classifier batch waits for more requests (default %(default)s)",
+        help="how long a classifier or generation batch waits for more requests (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-generation-batch",
+        type=int,
+        default=defaults.max_generation_batch,
+        help="concurrent non-streaming generation requests merged into one batched call; 1 runs each alone "
+        "(default %(default)s)",
     )
     p.add_argument("--max-images", type=int, default=defaults.max_images)
     p.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens)
@@ -79,6 +86,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         max_wait_ms=args.max_wait_ms,
         max_images=args.max_images,
         default_max_tokens=args.default_max_tokens,
+        max_generation_batch=args.max_generation_batch,
         model_name=args.model_name,
         device=args.device,
         ov_config=ov_config or None,

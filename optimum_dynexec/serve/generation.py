@@ -1,5 +1,6 @@
-"""One generation request run on the model's thread: its `generate()` arguments, cancellation, and the bridge that
-streams tokens from that thread to the event loop."""
+"""Generation requests run on the model's thread: one alone (`run_generation`), or several compatible ones merged into
+one left-padded `generate()` call (`run_generation_batch`); their `generate()` arguments, cancellation, and the bridge
+that streams tokens from that thread to the event loop."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria
+from transformers.generation.stopping_criteria import StopStringCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from ..configuration import PROMPT_LOOKUP_NUM_TOKENS
 
 
 class CancelCriteria(StoppingCriteria):
-    """Stops every row as soon as `event` is set (the client went away)."""
+    """Stops every row as soon as all `events` are set (every client of the call went away)."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        cancelled = all(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device)
 
 
 class TokenBridge(BaseStreamer):
@@ -68,10 +71,60 @@ class GenerationJob:
 
 @dataclass
 class GenerationResult:
+    """What one request got.
+
+    Args:
+        new_tokens (`list[int]`): its generated tokens (cut at its own length, EOS or stop string in a batch).
+        target_calls (`int`, *optional*): the call's target calls after the first; `None` when it did not speculate.
+        proposed (`int`), accepted (`int`): draft tokens of the call (a batch's figures are the whole batch's).
+        batch_size (`int`, defaults to 1): the rows of the `generate()` call the request ran in.
+    """
+
     new_tokens: list[int]
     target_calls: int | None  # None when the call did not speculate
     proposed: int = 0
     accepted: int = 0
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """What requests must share to run in one `generate()` call: the decoding mode (greedy, or sampling with one
+    temperature and top-p), speculation on or off, and the floor under the output length (`min_new_tokens` acts on
+    every row of a call). Lengths and stop strings may differ: each row is cut to its own."""
+
+    do_sample: bool
+    temperature: float | None
+    top_p: float | None
+    speculative: bool
+    min_new_tokens: int
+
+    @classmethod
+    def of(cls, job: GenerationJob, model) -> "BatchKey | None":
+        """The key of `job` on `model`, or `None` when it must run alone (a seed, which a shared batch cannot
+        reproduce, or a stream)."""
+        if job.seed is not None or job.streamer is not None:
+            return None
+        do_sample = bool(model.generation_config.do_sample) if job.temperature is None else job.temperature > 0
+        speculative = job.speculative if job.speculative is not None else model.speculative_config is not None
+        if not do_sample:
+            return cls(False, 0.0, None, speculative, job.min_new_tokens)
+        return cls(True, job.temperature, job.top_p, speculative, job.min_new_tokens)
+
+
+def _decoding_kwargs(model, temperature: float | None, top_p: float | None, speculative: bool | None) -> dict:
+    """The sampling and drafter arguments of a call: `None` values keep the model's generation config, and a request
+    that asks for speculation on a folder without a drafter speculates by prompt lookup."""
+    kwargs = {}
+    if temperature is not None:
+        kwargs["do_sample"] = temperature > 0
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+    if top_p is not None and kwargs.get("do_sample", model.generation_config.do_sample):
+        kwargs["top_p"] = top_p
+    if speculative and model.speculative_config is None:
+        kwargs["prompt_lookup_num_tokens"] = PROMPT_LOOKUP_NUM_TOKENS
+    return kwargs
 
 
 def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
@@ -88,22 +141,15 @@ def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
         "min_new_tokens": job.min_new_tokens or None,
         "stopping_criteria": [CancelCriteria(job.cancel)],
         "streamer": job.streamer,
+        **_decoding_kwargs(model, job.temperature, job.top_p, job.speculative),
     }
-    if job.temperature is not None:
-        kwargs["do_sample"] = job.temperature > 0
-        if job.temperature > 0:
-            kwargs["temperature"] = job.temperature
-    if job.top_p is not None and kwargs.get("do_sample", model.generation_config.do_sample):
-        kwargs["top_p"] = job.top_p
     if job.stop:
         kwargs.update(stop_strings=job.stop, tokenizer=tokenizer)
-    has_config = model.speculative_config is not None
-    if job.speculative and not has_config:
-        kwargs["prompt_lookup_num_tokens"] = PROMPT_LOOKUP_NUM_TOKENS
     if job.seed is not None:
         torch.manual_seed(job.seed)
     else:  # a seeded request before must not make the next unseeded one predictable
         torch.seed()
+    has_config = model.speculative_config is not None
     enabled = model.speculation_enabled
     model.speculation_enabled = has_config and job.speculative is not False
     try:
@@ -117,3 +163,74 @@ def run_generation(model, tokenizer, job: GenerationJob) -> GenerationResult:
     if stats is None:
         return GenerationResult(new, None)
     return GenerationResult(new, stats.target_calls, stats.proposed, stats.accepted)
+
+
+def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: BatchKey) -> list[GenerationResult]:
+    """Runs `jobs` (non-streaming, unseeded, all of `key`) in one left-padded `generate()` call on `model` (blocking:
+    call it on the model's thread); the batch speculates in shared verification calls when `key.speculative`.
+
+    The call generates up to the largest `max_new_tokens` of its rows; each row is then cut where it would have
+    stopped alone: at its own `max_new_tokens`, its first EOS, or the token that completes one of its stop strings.
+    A job cancelled before the call is left out of it (its result is empty); the call stops early only when every
+    row's client has left. A lone remaining job runs as `run_generation` runs it.
+
+    Args:
+        model (`OVModelForCausalLM`): the model.
+        tokenizer: its tokenizer (its pad id, or EOS when it has none, pads the prompts on the left).
+        jobs (`list[GenerationJob]`): the rows.
+        key (`BatchKey`): what the rows share.
+
+    Returns:
+        `list[GenerationResult]`: one per job, in order; `batch_size` is the number of rows of the call.
+    """
+    live = [job for job in jobs if not job.cancel.is_set()]
+    if len(live) <= 1:
+        alive = {id(job) for job in live}
+        return [
+            run_generation(model, tokenizer, job) if id(job) in alive else GenerationResult([], None) for job in jobs
+        ]
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    width = max(len(job.input_ids) for job in live)
+    ids = torch.tensor([[pad] * (width - len(job.input_ids)) + job.input_ids for job in live], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(job.input_ids)) + [1] * len(job.input_ids) for job in live])
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "max_new_tokens": max(job.max_new_tokens for job in live),
+        "min_new_tokens": key.min_new_tokens or None,
+        "pad_token_id": pad,
+        "stopping_criteria": [CancelCriteria(*(job.cancel for job in live))],
+        **_decoding_kwargs(model, key.temperature, key.top_p, key.speculative),
+    }
+    torch.seed()  # unseeded requests only: never a previous seeded request's stream
+    enabled, batches = model.speculation_enabled, model.speculate_batches
+    model.speculation_enabled = model.speculative_config is not None and key.speculative
+    model.speculate_batches = key.speculative
+    try:
+        out = model.generate(**{k: v for k, v in kwargs.items() if v is not None})
+    finally:
+        model.speculation_enabled, model.speculate_batches = enabled, batches
+    stats = model.last_speculative_stats
+    rows = {}
+    for job, row in zip(live, out[:, width:].tolist()):
+        new = _cut(row, job, set(eos), tokenizer)
+        if stats is None:
+            rows[id(job)] = GenerationResult(new, None, batch_size=len(live))
+        else:
+            rows[id(job)] = GenerationResult(new, stats.target_calls, stats.proposed, stats.accepted, len(live))
+    return [rows.get(id(job), GenerationResult([], None)) for job in jobs]
+
+
+def _cut(tokens: list[int], job: GenerationJob, eos: set[int], tokenizer) -> list[int]:
+    """`tokens` (a batch row's) up to where `job` alone would have stopped: its length, its first EOS, or the token
+    that completes one of its stop strings (transformers' `StopStringCriteria` over prompt and output, as alone)."""
+    tokens = tokens[: job.max_new_tokens]
+    end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+    if job.stop:
+        criteria = StopStringCriteria(tokenizer=tokenizer, stop_strings=job.stop)
+        ids = torch.tensor([job.input_ids + tokens[:end]], dtype=torch.long)
+        prompt = len(job.input_ids)
+        end = next((k for k in range(1, end + 1) if bool(criteria(ids[:, : prompt + k], None).any())), end)
+    return tokens[:end]

@@ -13,10 +13,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from .errors import APIError, error_body
-from .generation import GenerationJob, GenerationResult, TokenBridge, run_generation
+from .generation import (
+    BatchKey,
+    GenerationJob,
+    GenerationResult,
+    TokenBridge,
+    run_generation,
+    run_generation_batch,
+)
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
-from .workers import ModelWorker
+from .workers import MicroBatcher, ModelWorker
 
 DISCONNECT_POLL_SECONDS = 0.05
 logger = logging.getLogger(__name__)
@@ -50,21 +57,42 @@ class TextAssembler:
 
 
 class LLMService:
-    """The causal LM endpoints.
+    """The causal LM endpoints. Non-streaming, unseeded requests that arrive together and share a `BatchKey` run in
+    one batched `generate()` call (up to `max_batch` rows); streams and seeded requests run alone.
 
     Args:
         model (`OVModelForCausalLM`): the loaded model.
         tokenizer: its tokenizer.
-        worker (`ModelWorker`): the model's thread and queue.
+        worker (`ModelWorker`): the model's thread and queue (every request, batched or not, holds one of its slots).
         metrics (`Metrics`): where counts go.
         name (`str`): the model name echoed in responses.
         default_max_tokens (`int`): the output budget of a chat request without `max_tokens`.
+        max_batch (`int`, defaults to 1): rows per generation call; 1 runs every request alone.
+        max_wait_ms (`float`, defaults to 5): how long a batch waits for more requests (requests that arrive while
+            a call runs join the next batch anyway).
     """
 
-    def __init__(self, model, tokenizer, worker: ModelWorker, metrics: Metrics, name: str, default_max_tokens: int):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        worker: ModelWorker,
+        metrics: Metrics,
+        name: str,
+        default_max_tokens: int,
+        max_batch: int = 1,
+        max_wait_ms: float = 5.0,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}.")
         self.model, self.tokenizer, self.worker, self.metrics, self.name = model, tokenizer, worker, metrics, name
         self.default_max_tokens = default_max_tokens
         self.context = getattr(model.config, "max_position_embeddings", None)
+        self.batcher = None
+        if max_batch > 1:
+            self.batcher = MicroBatcher(
+                worker, self._run_batch, max_batch, max_wait_ms, worker.max_queue, share_worker_queue=True
+            )
 
     # -- prepare: the request as a GenerationJob ------------------------------------------------------------------
     def _job(self, body: SamplingFields, input_ids: list[int], max_tokens: int | None) -> GenerationJob:
@@ -142,12 +170,42 @@ class LLMService:
 
     # -- run -----------------------------------------------------------------------------------------------------
     def _submit(self, job: GenerationJob) -> asyncio.Future:
-        """Queues `job` on the model's thread; its counts reach the metrics when it ends, however the request ends."""
-        future = self.worker.submit(run_generation, self.model, self.tokenizer, job)
-        future.add_done_callback(lambda done: self._record(job, done))
+        """Queues `job` for the model's thread, alone or in the next batch of its key; its counts reach the metrics
+        when it ends, however the request ends.
+
+        Raises:
+            `APIError`: 429 when the queue is full (for a batched job, from the returned future).
+        """
+        key = None if self.batcher is None else BatchKey.of(job, self.model)
+        if key is None:
+            future = self.worker.submit(run_generation, self.model, self.tokenizer, job)
+        else:
+            future = asyncio.ensure_future(self._batched(job, key))
+        future.add_done_callback(lambda done: self._record(job, done, alone=key is None))
         return future
 
-    def _record(self, job: GenerationJob, done: asyncio.Future) -> None:
+    async def _batched(self, job: GenerationJob, key: BatchKey) -> GenerationResult:
+        return (await self.batcher.submit([job], key))[0]
+
+    def _run_batch(self, jobs: list[GenerationJob], key: BatchKey) -> list[GenerationResult]:
+        """One `generate()` call over the jobs of a batch (on the model's thread)."""
+        results = run_generation_batch(self.model, self.tokenizer, jobs, key)
+        self._record_call([r for r in results if r.new_tokens])
+        return results
+
+    def _record_call(self, rows: list[GenerationResult]) -> None:
+        """The counts of one `generate()` call: its rows (those that ran), its target calls and drafts."""
+        if not rows:
+            return
+        m, first = self.metrics, rows[0]
+        m.generation_batch_size.observe(len(rows))
+        if first.target_calls is not None:
+            m.target_calls.inc(first.target_calls + 1)
+            m.proposed_tokens.inc(first.proposed)
+            m.accepted_tokens.inc(first.accepted)
+            m.tokens_per_call.observe(sum(len(r.new_tokens) for r in rows) / len(rows) / (first.target_calls + 1))
+
+    def _record(self, job: GenerationJob, done: asyncio.Future, alone: bool) -> None:
         if done.cancelled() or done.exception() is not None:
             return
         result, m = done.result(), self.metrics
@@ -155,12 +213,8 @@ class LLMService:
         m.generated_tokens.inc(len(result.new_tokens))
         if job.disconnected:
             m.cancelled.inc()
-        if result.target_calls is not None:
-            m.target_calls.inc(result.target_calls + 1)
-            m.proposed_tokens.inc(result.proposed)
-            m.accepted_tokens.inc(result.accepted)
-            if result.new_tokens:
-                m.tokens_per_call.observe(len(result.new_tokens) / (result.target_calls + 1))
+        if alone and result.new_tokens:  # a batch's call is counted once, by `_run_batch`
+            self._record_call([result])
 
     def _finish_reason(self, job: GenerationJob, result: GenerationResult, assembler: TextAssembler) -> str:
         eos = self.model.generation_config.eos_token_id
@@ -196,14 +250,14 @@ class LLMService:
 
     @staticmethod
     def dynexec_info(result: GenerationResult) -> dict:
-        if result.target_calls is None:
-            return {"speculative": False}
-        return {
-            "speculative": True,
-            "target_calls": result.target_calls + 1,
-            "proposed_tokens": result.proposed,
-            "accepted_tokens": result.accepted,
-        }
+        info = {"speculative": result.target_calls is not None}
+        if result.target_calls is not None:  # a batch's figures are the whole batch's
+            info.update(
+                target_calls=result.target_calls + 1, proposed_tokens=result.proposed, accepted_tokens=result.accepted
+            )
+        if result.batch_size > 1:
+            info["batch_size"] = result.batch_size
+        return info
 
     async def stream(
         self, request: Request, job: GenerationJob, chat: bool, include_usage: bool

@@ -45,6 +45,12 @@ class Metrics:
             buckets=ACCEPTANCE_BUCKETS,
             registry=r,
         )
+        self.generation_batch_size = Histogram(
+            "dynexec_generation_batch_size",
+            "Requests per generate() call (concurrent compatible requests share one call)",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
         self.cancelled = Counter("dynexec_cancelled_generations", "Generations stopped by a disconnect", registry=r)
         layers = tuple(range(1, (num_hidden_layers or 24) + 1))
         self.exit_layer = Histogram(

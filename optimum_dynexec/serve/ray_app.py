@@ -3,8 +3,9 @@
     serve run optimum_dynexec.serve:app folder=/models/minilm-dynexec num_replicas=2
 
 or, in Python, `serve.run(build_app("/models/minilm-dynexec", num_replicas=2))`. Every replica batches the
-classifier requests it receives (the app's own micro-batcher, as on one machine) and bounds its generation queue;
-Ray's router spreads requests over the replicas and refuses with 503 beyond `max_queued_requests`.
+classifier requests and the compatible generation requests it receives (the app's own micro-batcher, as on one
+machine) and bounds its generation queue; Ray's router spreads requests over the replicas and refuses with 503
+beyond `max_queued_requests`.
 """
 
 from pathlib import Path
@@ -46,6 +47,7 @@ class RayAppArgs(BaseModel):
     max_queue: int = Field(16, ge=0)
     max_batch_size: int = Field(32, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
+    max_generation_batch: int = Field(ServeSettings.max_generation_batch, ge=1)
     precision: str | None = Field(None, pattern="^(f32|bf16|f16)$")
     exit_threshold: float | None = Field(None, ge=0, le=1)
     device: str = "CPU"

@@ -40,9 +40,12 @@ class ServeSettings:
         max_queue (`int`, defaults to 16): requests that may wait for the model; the next gets 429 with Retry-After.
         max_body_bytes (`int`, defaults to 1 MiB): the largest request body (413 above it).
         max_batch_size (`int`, defaults to 32): classifier inputs per call, and per request.
-        max_wait_ms (`float`, defaults to 5): how long a classifier batch waits for more requests.
+        max_wait_ms (`float`, defaults to 5): how long a classifier or generation batch waits for more requests.
         max_images (`int`, defaults to 4): images per request.
         default_max_tokens (`int`, defaults to 256): output budget of a chat request without `max_tokens`.
+        max_generation_batch (`int`, defaults to 4): concurrent non-streaming, unseeded generation requests with the
+            same decoding settings that share one batched `generate()` call (waiting at most `max_wait_ms` for each
+            other); 1 runs every request alone.
         model_name (`str`, *optional*): the name echoed in responses; the folder's name by default.
         device (`str`, defaults to `"CPU"`), ov_config (`dict`, *optional*): how OpenVINO compiles the model (e.g.
             `{"INFERENCE_PRECISION_HINT": "f32"}`).
@@ -56,13 +59,21 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     max_images: int = 4
     default_max_tokens: int = 256
+    max_generation_batch: int = 4
     model_name: str | None = None
     device: str = "CPU"
     ov_config: dict | None = None
     exit_threshold: float | None = None
 
     def __post_init__(self):
-        for name in ("max_queue", "max_body_bytes", "max_batch_size", "max_images", "default_max_tokens"):
+        for name in (
+            "max_queue",
+            "max_body_bytes",
+            "max_batch_size",
+            "max_images",
+            "default_max_tokens",
+            "max_generation_batch",
+        ):
             value = getattr(self, name)
             if value < (0 if name == "max_queue" else 1):
                 raise ValueError(f"{name} must be {'0 or more' if name == 'max_queue' else 'positive'}, got {value}.")
@@ -103,7 +114,16 @@ def build_fastapi_app(folder: str | Path | LoadedModel, settings: ServeSettings 
     )
     worker = ModelWorker(loaded.kind, settings.max_queue, on_change=metrics.queue.set)
     if loaded.kind == "llm":
-        service = LLMService(loaded.model, loaded.tokenizer, worker, metrics, name, settings.default_max_tokens)
+        service = LLMService(
+            loaded.model,
+            loaded.tokenizer,
+            worker,
+            metrics,
+            name,
+            settings.default_max_tokens,
+            settings.max_generation_batch,
+            settings.max_wait_ms,
+        )
     elif loaded.kind == "classifier":
         service = ClassifierService(
             loaded.model,
@@ -122,7 +142,7 @@ def build_fastapi_app(folder: str | Path | LoadedModel, settings: ServeSettings 
     async def lifespan(_app):
         yield
         worker.shutdown()
-        if isinstance(service, ClassifierService):
+        if getattr(service, "batcher", None) is not None:
             service.batcher.close()
 
     app = FastAPI(

@@ -36,14 +36,9 @@ class ModelWorker:
         self.max_queue, self.retry_after, self.on_change = max_queue, retry_after, on_change
         self.pending = 0  # running + waiting; only the event loop changes it
 
-    def _release(self, _future) -> None:
-        self.pending -= 1
-        if self.on_change is not None:
-            self.on_change(self.pending)
-
-    def submit(self, fn: Callable, *args, **kwargs) -> asyncio.Future:
-        """Queues `fn(*args, **kwargs)` for the model's thread and returns its future (the slot is freed when it
-        completes or is cancelled before it started).
+    def reserve(self) -> Callable[[], None]:
+        """Takes a slot of the bounded queue (for work that reaches the thread later, through `call`) and returns
+        the function that frees it (calling it again does nothing).
 
         Raises:
             `APIError`: 429 when `max_queue` calls already wait.
@@ -58,8 +53,32 @@ class ModelWorker:
         self.pending += 1
         if self.on_change is not None:
             self.on_change(self.pending)
-        future = asyncio.wrap_future(self.executor.submit(functools.partial(fn, *args, **kwargs)))
-        future.add_done_callback(self._release)
+        released = False
+
+        def release(*_) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.pending -= 1
+                if self.on_change is not None:
+                    self.on_change(self.pending)
+
+        return release
+
+    def call(self, fn: Callable, *args, **kwargs) -> asyncio.Future:
+        """Queues `fn(*args, **kwargs)` for the model's thread without taking a slot (the caller holds them)."""
+        return asyncio.wrap_future(self.executor.submit(functools.partial(fn, *args, **kwargs)))
+
+    def submit(self, fn: Callable, *args, **kwargs) -> asyncio.Future:
+        """Queues `fn(*args, **kwargs)` for the model's thread and returns its future (the slot is freed when it
+        completes or is cancelled before it started).
+
+        Raises:
+            `APIError`: 429 when `max_queue` calls already wait.
+        """
+        release = self.reserve()
+        future = self.call(fn, *args, **kwargs)
+        future.add_done_callback(release)
         return future
 
     async def run(self, fn: Callable, *args, **kwargs) -> Any:
@@ -81,14 +100,24 @@ class MicroBatcher:
         max_batch_size (`int`): inputs per call.
         max_wait_ms (`float`): how long a batch waits for more requests.
         max_queue (`int`): requests that may wait; the next gets HTTP 429.
+        share_worker_queue (`bool`, defaults to `False`): every request holds a slot of the worker's bounded queue
+            from its arrival to its result (so that requests the worker runs unbatched count against the same
+            limit, and `max_queue` is not used); by default the batcher bounds its own queue and each batched call
+            takes one slot.
     """
 
     def __init__(
-        self, worker: ModelWorker, run_batch: Callable, max_batch_size: int, max_wait_ms: float, max_queue: int
+        self,
+        worker: ModelWorker,
+        run_batch: Callable,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        share_worker_queue: bool = False,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
-        self.worker, self.run_batch = worker, run_batch
+        self.worker, self.run_batch, self.share_worker_queue = worker, run_batch, share_worker_queue
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
         self.queues: dict[Any, asyncio.Queue] = {}
         self.tasks: dict[Any, asyncio.Task] = {}
@@ -104,7 +133,9 @@ class MicroBatcher:
         if queue is None:
             queue = self.queues[key] = asyncio.Queue()
             self.tasks[key] = asyncio.get_running_loop().create_task(self._serve(queue, key))
-        if queue.qsize() >= self.max_queue:
+        if self.share_worker_queue:
+            release = self.worker.reserve()
+        elif queue.qsize() >= self.max_queue:
             raise APIError(
                 429,
                 f"The server is busy ({queue.qsize()} requests queued); retry shortly.",
@@ -112,6 +143,8 @@ class MicroBatcher:
                 headers={"Retry-After": str(self.worker.retry_after)},
             )
         future = asyncio.get_running_loop().create_future()
+        if self.share_worker_queue:
+            future.add_done_callback(release)
         queue.put_nowait((inputs, future))
         return await future
 
@@ -142,7 +175,8 @@ class MicroBatcher:
             flat = [x for inputs, _ in batch for x in inputs]
             self.batch_sizes.append(len(flat))
             try:
-                results = await self.worker.run(self.run_batch, flat, key)
+                run = self.worker.call if self.share_worker_queue else self.worker.submit
+                results = await run(self.run_batch, flat, key)
             except Exception as error:  # every request of the batch gets the error; the batcher goes on
                 for _, future in batch:
                     if not future.done():
