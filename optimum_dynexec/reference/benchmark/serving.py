@@ -4,7 +4,9 @@ server, on the reference models.
 - `early-exit`: the MiniLM sentiment classifier with exit heads behind `POST /predict`, one tweet per request, with
   `early_exit` true or false per request (the server's micro-batcher groups concurrent requests into one call).
 - `speculative`: SmolLM2-135M behind `POST /v1/completions`, greedy, Austen passages to continue, with `speculative`
-  true (prompt lookup) or false per request; tokens/s from the responses' usage.
+  true (prompt lookup) or false per request; tokens/s from the responses' usage. Measured once per server setting of
+  `generation_batch` (`max_generation_batch`: 1 runs every request alone, more merges concurrent requests into one
+  batched call); each embedded row records the mean rows per call the server reported.
 
 With `ray_replicas`, the same loads run against the app on Ray Serve with that many replicas (started here on a
 local Ray), to show how it scales on this machine. Writes JSON and a PNG under `benchmarks/`, prints a table.
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from tqdm.auto import tqdm
 
 from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, austen_prompts
@@ -40,6 +44,7 @@ class ServingBenchConfig:
     prompt_words: int = 150
     precision: str = "default"
     ray_replicas: int = 2  # 0: no Ray Serve rows
+    generation_batch: list[int] = field(default_factory=lambda: [1, 4])  # the server's max_generation_batch values
     name: str = "serving"
 
     def __post_init__(self):
@@ -49,6 +54,8 @@ class ServingBenchConfig:
             raise ValueError(f"concurrency levels must be positive, got {self.concurrency}.")
         if min(self.classify_requests, self.generate_requests, self.max_tokens) < 1 or self.ray_replicas < 0:
             raise ValueError("request counts and max_tokens must be positive, ray_replicas 0 or more.")
+        if not self.generation_batch or min(self.generation_batch) < 1:
+            raise ValueError(f"generation_batch values must be positive, got {self.generation_batch}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
 
@@ -80,14 +87,45 @@ def _workloads(config: ServingBenchConfig) -> dict[str, tuple[Path, str, dict[st
     return workloads
 
 
-def _measure(url: str, path: str, bodies: dict, requests: int, levels: list[int], server: str, technique: str):
+def _batches(config: ServingBenchConfig, technique: str) -> list[int | None]:
+    """The `max_generation_batch` settings a technique is served with (`None`: the setting does not apply)."""
+    return list(config.generation_batch) if technique == "speculative" else [None]
+
+
+def _batch_histogram(url: str) -> tuple[float, float]:
+    """The count and sum of the server's `dynexec_generation_batch_size` histogram."""
+    lines = httpx.get(url + "/metrics", timeout=30).text.splitlines()
+    values = dict(line.rsplit(" ", 1) for line in lines if line.startswith("dynexec_generation_batch_size_"))
+    return float(values.get("dynexec_generation_batch_size_count", 0)), float(
+        values.get("dynexec_generation_batch_size_sum", 0)
+    )
+
+
+def _measure(
+    url: str,
+    path: str,
+    bodies: dict,
+    requests: int,
+    levels: list[int],
+    server: str,
+    technique: str,
+    batch: int | None = None,
+    read_batches: bool = False,
+):
     rows = []
     asyncio.run(run_load(url, path, bodies[True], concurrency=1, requests=4))  # warm-up: compile every request
     asyncio.run(run_load(url, path, bodies[False], concurrency=1, requests=4))
-    for level in tqdm(levels, desc=f"{technique}, {server}"):
+    label = technique if batch is None else f"{technique}, batch {batch}"
+    for level in tqdm(levels, desc=f"{label}, {server}"):
         for switch in (True, False):  # on and off back to back at each level
+            before = _batch_histogram(url) if read_batches and batch is not None else None
             result = asyncio.run(run_load(url, path, bodies[switch], concurrency=level, requests=requests))
-            rows.append({"technique": technique, "server": server, "on": switch, **result.to_dict()})
+            row = {"technique": technique, "server": server, "on": switch, "max_generation_batch": batch}
+            if before is not None:
+                after = _batch_histogram(url)
+                calls = after[0] - before[0]
+                row["mean_generation_batch"] = (after[1] - before[1]) / calls if calls else math.nan
+            rows.append({**row, **result.to_dict()})
     return rows
 
 
@@ -97,9 +135,13 @@ def run_benchmark(config: ServingBenchConfig, output_dir: str | Path = "benchmar
     rows = []
     workloads = _workloads(config)
     for technique, (folder, path, bodies, requests) in workloads.items():
-        app = build_fastapi_app(folder, ServeSettings(ov_config=ov_config, max_queue=max(config.concurrency)))
-        with BackgroundServer(app) as server:
-            rows += _measure(server.url, path, bodies, requests, config.concurrency, "embedded", technique)
+        for batch in _batches(config, technique):
+            settings = ServeSettings(
+                ov_config=ov_config, max_queue=max(config.concurrency), max_generation_batch=batch or 1
+            )
+            with BackgroundServer(build_fastapi_app(folder, settings)) as server:
+                url, levels = server.url, config.concurrency
+                rows += _measure(url, path, bodies, requests, levels, "embedded", technique, batch, True)
     if config.ray_replicas:
         rows += _ray_rows(config, workloads, ov_config)
     results = {"config": config.__dict__, "rows": rows, "summary": summarize(rows)}
@@ -119,17 +161,20 @@ def _ray_rows(config: ServingBenchConfig, workloads: dict, ov_config: dict) -> l
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": 8765})
         for technique, (folder, path, bodies, requests) in workloads.items():
-            app = build_app(
-                folder,
-                num_replicas=config.ray_replicas,
-                num_cpus=2 / config.ray_replicas,
-                ov_config=ov_config,
-                max_queue=max(config.concurrency),
-            )
-            serve.run(app, name=technique, route_prefix="/")
-            server = f"Ray Serve x{config.ray_replicas}"
-            rows += _measure("http://127.0.0.1:8765", path, bodies, requests, config.concurrency, server, technique)
-            serve.delete(technique)
+            for batch in _batches(config, technique):
+                app = build_app(
+                    folder,
+                    num_replicas=config.ray_replicas,
+                    num_cpus=2 / config.ray_replicas,
+                    ov_config=ov_config,
+                    max_queue=max(config.concurrency),
+                    max_generation_batch=batch or 1,
+                )
+                serve.run(app, name=technique, route_prefix="/")
+                server = f"Ray Serve x{config.ray_replicas}"
+                url = "http://127.0.0.1:8765"
+                rows += _measure(url, path, bodies, requests, config.concurrency, server, technique, batch)
+                serve.delete(technique)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -137,16 +182,16 @@ def _ray_rows(config: ServingBenchConfig, workloads: dict, ov_config: dict) -> l
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per technique, server and concurrency: the on/off ratio of requests/s (tokens/s for generation) and p99."""
+    """Per technique, server, generation batch and concurrency: the on/off ratio of requests/s (tokens/s for
+    generation), p50 and p99."""
     out = []
-    keys = sorted({(r["technique"], r["server"], r["concurrency"]) for r in rows})
-    for technique, server, level in keys:
+
+    def key(r: dict) -> tuple:
+        return r["technique"], r["server"], r.get("max_generation_batch") or 0, r["concurrency"]
+
+    for technique, server, batch, level in sorted({key(r) for r in rows}):
         on, off = (
-            next(
-                r
-                for r in rows
-                if (r["technique"], r["server"], r["concurrency"], r["on"]) == (technique, server, level, s)
-            )
+            next(r for r in rows if key(r) == (technique, server, batch, level) and r["on"] == s)
             for s in (True, False)
         )
         metric = "tokens_per_s" if technique == "speculative" else "requests_per_s"
@@ -154,13 +199,18 @@ def summarize(rows: list[dict]) -> list[dict]:
             {
                 "technique": technique,
                 "server": server,
+                "max_generation_batch": batch or None,
                 "concurrency": level,
                 "metric": metric,
                 "on": on[metric],
                 "off": off[metric],
                 "speedup": on[metric] / off[metric] if off[metric] else float("nan"),
+                "p50_on_ms": on["latency_ms"]["p50"],
+                "p50_off_ms": off["latency_ms"]["p50"],
                 "p99_on_ms": on["latency_ms"]["p99"],
                 "p99_off_ms": off["latency_ms"]["p99"],
+                "mean_batch_on": on.get("mean_generation_batch"),
+                "mean_batch_off": off.get("mean_generation_batch"),
                 "lost": (on["requests"] - on["ok"]) + (off["requests"] - off["ok"]),
             }
         )
@@ -178,19 +228,28 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(techniques), figsize=(5.5 * len(techniques), 4), squeeze=False)
     for ax, technique in zip(axes[0], techniques):
         metric = "tokens_per_s" if technique == "speculative" else "requests_per_s"
-        for k, server in enumerate(sorted({r["server"] for r in rows if r["technique"] == technique})):
+        lines = sorted(
+            {(r["server"], r.get("max_generation_batch") or 0) for r in rows if r["technique"] == technique}
+        )
+        for k, (server, batch) in enumerate(lines):
             for switch, style in ((True, "-"), (False, "--")):
                 picked = sorted(
-                    (r for r in rows if (r["technique"], r["server"], r["on"]) == (technique, server, switch)),
+                    (
+                        r
+                        for r in rows
+                        if (r["technique"], r["server"], r.get("max_generation_batch") or 0, r["on"])
+                        == (technique, server, batch, switch)
+                    ),
                     key=lambda r: r["concurrency"],
                 )
+                where = f"{server}, batch {batch}" if batch else server
                 ax.plot(
                     [r["concurrency"] for r in picked],
                     [r[metric] for r in picked],
                     style,
                     marker="o",
                     color=f"C{k}",
-                    label=f"{server}, {technique} {'on' if switch else 'off'}",
+                    label=f"{where}, {technique} {'on' if switch else 'off'}",
                 )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
@@ -203,11 +262,19 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def format_table(results: dict) -> str:
-    lines = ["technique    server          conc.  on / off           speed-up  p99 on / off (ms)   lost"]
+    lines = [
+        "technique    server          batch conc.  on / off           speed-up  p50 on / off (ms)   "
+        "p99 on / off (ms)   rows/call on / off  lost"
+    ]
     for s in results["summary"]:
         unit = "tok/s" if s["metric"] == "tokens_per_s" else "req/s"
+        batch = s.get("max_generation_batch") or "-"
+        per_call = [s.get(f"mean_batch_{k}") for k in ("on", "off")]
+        per_call = " / ".join("-" if v is None or math.isnan(v) else f"{v:.1f}" for v in per_call)
         lines.append(
-            f"{s['technique']:<12} {s['server']:<15} {s['concurrency']:>5}  {s['on']:>7.1f} / {s['off']:<7.1f}{unit} "
-            f"{s['speedup']:>6.2f}x  {s['p99_on_ms']:>8.0f} / {s['p99_off_ms']:<8.0f} {s['lost']:>4}"
+            f"{s['technique']:<12} {s['server']:<15} {batch!s:>5} {s['concurrency']:>5}  {s['on']:>7.1f} / "
+            f"{s['off']:<7.1f}{unit} {s['speedup']:>6.2f}x  {s.get('p50_on_ms', math.nan):>8.0f} / "
+            f"{s.get('p50_off_ms', math.nan):<8.0f}  {s['p99_on_ms']:>8.0f} / {s['p99_off_ms']:<8.0f}  "
+            f"{per_call:>17}  {s['lost']:>4}"
         )
     return "\n".join(lines)
