@@ -388,3 +388,60 @@ def test_max_generation_batch_is_validated():
     with pytest.raises(ValueError, match="max_generation_batch must be positive, got 0"):
         ServeSettings(max_generation_batch=0)
     assert settings_from_args(parser().parse_args(["f", "--max-generation-batch", "1"])).max_generation_batch == 1
+
+
+def test_a_batch_leaves_out_a_job_cancelled_before_it_starts(local):
+    from optimum_dynexec.serve.generation import BatchKey, GenerationJob, run_generation_batch
+
+    model, tokenizer = local
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    jobs = [GenerationJob(i, max_new_tokens=12, temperature=0) for i in ids]
+    jobs[1].cancel.set()
+    results = run_generation_batch(model, tokenizer, jobs, BatchKey.of(jobs[0], model))
+    assert results[1].new_tokens == [] and results[0].batch_size == 2
+    assert [r.new_tokens for r in (results[0], results[2])] == [local_greedy(local, ids[k], 12) for k in (0, 2)]
+
+
+def test_a_client_that_leaves_a_running_batch_loses_only_its_row(batching_server, local, monkeypatch):
+    """4 rows in one call; the longest row's client gives up while the call runs: the others get their own text,
+    the call runs on for them, and the leaver counts as cancelled."""
+    _, tokenizer = local
+    model = batching_server.app.state.loaded.model
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def slow_forward(*args, **kwargs):  # 300 tokens take well over the leaver's 0.5 s
+        time.sleep(0.005)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow_forward)
+    long_ids = tokenizer(PROMPTS[0])["input_ids"]
+    assert len(local_greedy(local, long_ids, 300, speculative=False)) == 300  # no EOS: the call runs 300 tokens
+    prompts = [PROMPTS[1], PROMPTS[2], "The quick brown fox"]
+    texts = [
+        tokenizer.decode(local_greedy(local, tokenizer(p)["input_ids"], 8, False), skip_special_tokens=True)
+        for p in prompts
+    ]
+    url = batching_server.url
+    probe = httpx.Client(base_url=url)
+    cancelled = metric(probe, "dynexec_cancelled_generations_total")
+    calls = batching_server.app.state.service.batcher.batch_sizes
+    before = len(calls)
+
+    def leave() -> None:
+        with pytest.raises(httpx.TimeoutException):
+            body = {"prompt": PROMPTS[0], "max_tokens": 300, "temperature": 0, "speculative": False}
+            httpx.post(url + "/v1/completions", json=body, timeout=0.5)
+
+    leaver = threading.Thread(target=leave)
+    leaver.start()
+    bodies = [{"prompt": p, "max_tokens": 8, "temperature": 0, "speculative": False} for p in prompts]
+    answers = concurrently(url, bodies)
+    leaver.join()
+    assert calls[before:] == [4]
+    assert [a["choices"][0]["text"] for a in answers] == texts
+    deadline = time.monotonic() + 30
+    while probe.get("/health").json()["queue"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(probe, "dynexec_cancelled_generations_total") == cancelled + 1
+    probe.close()
