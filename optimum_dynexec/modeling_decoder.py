@@ -117,6 +117,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     paged_verification: bool = True
     # calls without a proposal go through a second compilation of the paged form (a few tens of MB); False: padded
     paged_single_steps: bool = True
+    # a call resumes after the prompt prefix the previous call left in the paged cache (`speculative_decode`)
+    reuse_prompt_cache: bool = True
     # an exported folder's drafter also speculates on batches (a drafter passed to generate() always does)
     speculate_batches: bool = False
     # what the last generate() call's lean loop did (`SpeculativeStats`); None after a call that took another path
@@ -349,6 +351,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
                 streamer=streamer,
                 paged=model.paged_verification,
                 single_steps=model.paged_single_steps,
+                reuse_prefix=model.reuse_prompt_cache,
             )
             model.last_speculative_stats = stats
             model.num_forward_calls += stats.target_calls + 1

@@ -34,6 +34,7 @@ class PagedBatchRunner:
         self.has_hidden = any(HIDDEN_OUTPUT in port.get_names() for port in self.request.model_outputs)
         self.blocks_per_sequence = -(-max_length // BLOCK_SIZE)
         self.form.reserve(num_sequences * self.blocks_per_sequence)
+        self.form.forget()  # the batch lays its sequences out in blocks of its own
         self.lengths = np.zeros(num_sequences, dtype=np.int64)
 
     def infer(self, feeds: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:

@@ -97,6 +97,9 @@ class PagedForm:
         self.core = ov.Core()
         # the KV inputs as compiled (the plugin fixes the block layout): name, type, shape
         self.caches: list[tuple[str, ov.Type, ov.PartialShape]] = []
+        # the tokens whose keys and values one sequence laid out from block 0 (`PagedRunner`) left in the cache, so
+        # that the next call can resume after the prefix it shares with them; a batch's layout clears it (`forget`)
+        self.held: list[int] = []
         try:
             self.config = paged_config(self.core, target._device, target.ov_config)
             self.model = build_paged_model(target.model, hidden_states)
@@ -129,6 +132,10 @@ class PagedForm:
                 request.set_tensor(name, tensor)
             self.requests[role] = request
         return self.requests[role]
+
+    def forget(self) -> None:
+        """The cache no longer holds one sequence's tokens from block 0 (a batch wrote its own layout)."""
+        self.held = []
 
     def reserve(self, blocks: int) -> None:
         """Grows the shared cache to at least `blocks` blocks, keeping its content, and hands it to every request."""
@@ -202,6 +209,17 @@ class PagedRunner:
     def reset(self) -> None:
         self._length = 0
 
+    def resume(self, tokens: list[int]) -> int:
+        """Starts a call on `tokens` after the longest prefix of them that the cache still holds from an earlier call
+        (a repeated prompt, or a conversation that goes on), keeping at least the last token to feed; returns how
+        many tokens are reused (0: the call starts afresh)."""
+        held, limit = self.form.held, min(len(self.form.held), len(tokens) - 1)
+        same = 0
+        while same < limit and held[same] == tokens[same]:
+            same += 1
+        self._length = same
+        return same
+
     def __call__(self, tokens: np.ndarray, keep: int | None = None) -> np.ndarray:
         return self.infer(tokens, keep)["logits"][0]
 
@@ -231,6 +249,9 @@ class PagedRunner:
         request = self.step_request if n + pad == 1 and self.step_request is not None else self.request
         out = request.infer({k: v for k, v in feeds.items() if k in self.names}, share_inputs=True)
         self._length = past + n
+        held = self.form.held
+        del held[past:]
+        held.extend(int(t) for t in tokens[:n])
         result = {"logits": out["logits"][:, 0][None]}
         if self.has_hidden:
             result[HIDDEN_OUTPUT] = out[HIDDEN_OUTPUT][:, 0][None]
@@ -239,3 +260,4 @@ class PagedRunner:
     def trim(self, length: int) -> None:
         """Rolls back to the first `length` tokens."""
         self._length = min(self._length, length)
+        del self.form.held[self._length :]

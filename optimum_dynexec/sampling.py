@@ -125,22 +125,29 @@ class TokenSampler:
             choice = logits[: k + 1].argmax(-1)
             n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0
             return n, int(choice[n])
-        scores = self.scores([*tokens, *proposal.tokens.tolist()], logits[: k + 1])
         if not self.do_sample:
+            scores = self.scores([*tokens, *proposal.tokens.tolist()], logits[: k + 1])
             choice = scores.argmax(-1).numpy()
             n = int(np.cumprod(proposal.tokens == choice[:k]).sum()) if k else 0
             return n, int(choice[n])
-        p = torch.softmax(scores, -1)
+        # position by position: the positions after the first rejection are never processed (top_p sorts the
+        # vocabulary), the draws are the same as on all positions at once
+        seq = [*tokens, *proposal.tokens.tolist()]
+
+        def target_probs(i: int) -> torch.Tensor:
+            return torch.softmax(self.scores(seq[: len(tokens) + i], logits[i : i + 1])[0], -1)
+
         for i, x in enumerate(proposal.tokens.tolist()):
+            p = target_probs(i)
             q_x = 1.0 if proposal.probs is None else float(proposal.probs[i, x])
-            if float(torch.rand(())) * q_x < float(p[i, x]):
+            if float(torch.rand(())) * q_x < float(p[x]):
                 continue
             if proposal.probs is None:
-                residual = p[i].clone()
+                residual = p.clone()
                 residual[x] = 0.0
             else:
-                residual = (p[i] - proposal.probs[i]).clamp_(min=0.0)
+                residual = (p - proposal.probs[i]).clamp_(min=0.0)
             if float(residual.sum()) <= 0.0:  # p <= q everywhere only when p == q up to rounding
-                residual = p[i]
+                residual = p
             return i, int(torch.multinomial(residual, 1))
-        return k, int(torch.multinomial(p[k], 1))
+        return k, int(torch.multinomial(target_probs(k), 1))

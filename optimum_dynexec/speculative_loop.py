@@ -35,6 +35,7 @@ class SpeculativeStats:
     target_calls: int = 0
     proposed: int = 0
     accepted: int = 0
+    reused: int = 0  # prompt tokens whose keys and values an earlier call left in the cache (not computed again)
 
 
 def speculative_decode(
@@ -49,6 +50,7 @@ def speculative_decode(
     pad_patience: int = 2,
     paged: bool = True,
     single_steps: bool = True,
+    reuse_prefix: bool = True,
 ) -> tuple[np.ndarray, SpeculativeStats]:
     """Decodes `target` with tokens proposed by `drafter`: draft, verify in one target call, accept, roll back.
 
@@ -75,6 +77,10 @@ def speculative_decode(
             padded); `False` (or a model without that form) uses its stateful request.
         single_steps (`bool`): with the paged form, calls without a proposal go through a compilation of their own
             (`PagedRunner(single_steps=True)`); `False`: through the verifying request, padded as `pad_patience` says.
+        reuse_prefix (`bool`): with the paged form, start after the longest prefix of the prompt whose keys and
+            values the previous call left in the cache (a repeated prompt, a conversation that goes on), as OpenVINO
+            GenAI's prefix caching does; not with a drafter that reads the prompt's hidden states (EAGLE). The
+            reused entries were computed in other calls' shapes, so the logits match a fresh prefill to rounding.
 
     Returns:
         `(sequence, stats)`: the prompt and the new tokens `(1, length + new)`, and what the loop did.
@@ -88,8 +94,10 @@ def speculative_decode(
     stats = SpeculativeStats()
     runner = _target_runner(target, hidden, paged, single_steps)
     runner.reset()
+    if reuse_prefix and not hidden and isinstance(runner, PagedRunner):
+        stats.reused = runner.resume(seq)
     # Initialise: the target reads the prompt and picks the first token (its states then hold seq[:-1]).
-    out = runner.infer(np.asarray(seq), keep=1)
+    out = runner.infer(np.asarray(seq[stats.reused :]), keep=1)
     seq.append(sampler.pick(seq, out["logits"][0, -1])[0])
     done = stops(seq)
     if streamer is not None:

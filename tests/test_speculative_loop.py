@@ -210,3 +210,37 @@ def test_heuristic_schedule_carries_over_between_calls_with_the_same_draft(model
     assert target.last_speculative_stats.proposed <= 1  # at most a probe
     assert target._draft_schedule(draft, 3, "heuristic_transient").num_tokens == 3
     assert target._draft_schedule(draft, 4, "heuristic") is not kept  # other settings start afresh
+
+
+def test_a_call_resumes_after_the_prefix_the_last_one_left_in_the_cache(models):
+    """A repeated prompt, and a conversation going on after the last answer, reuse the paged cache's keys and values
+    (as GenAI's prefix caching does) and still give the plain greedy text; a batch in between, or the switch, turns
+    the reuse off."""
+    target, draft, _ = models
+    lookup = {"prompt_lookup_num_tokens": 3}
+    ids = np.concatenate([prompts()[1]] * 3, 1)
+    first = plain_greedy(target, ids, 12)
+    assert np.array_equal(target.generate(input_ids=torch.from_numpy(ids), max_new_tokens=12, **lookup), first)
+    out = target.generate(input_ids=torch.from_numpy(ids), max_new_tokens=12, **lookup).numpy()
+    np.testing.assert_array_equal(out, first)
+    assert target.last_speculative_stats.reused == ids.shape[1] - 1  # all but the token the call must feed
+    turn = np.concatenate([out, prompts()[2]], 1)  # the user answers: the history is the new prompt's prefix
+    reference = plain_greedy(target, turn, 12)  # plain decoding runs on the stateful request, not the paged cache
+    out = target.generate(input_ids=torch.from_numpy(turn), max_new_tokens=12, **lookup).numpy()
+    assert target.last_speculative_stats.reused == first.shape[1] - 1  # the last answer's final token was not fed
+    np.testing.assert_array_equal(out, reference)
+    # a draft model's call resumes too (the target's cache is the same)
+    again = target.generate(input_ids=torch.from_numpy(turn), max_new_tokens=12, assistant_model=draft)
+    np.testing.assert_array_equal(again.numpy(), out)
+    assert target.last_speculative_stats.reused == turn.shape[1] - 1
+    batch = torch.from_numpy(np.concatenate([turn, turn], 0))
+    target.generate(input_ids=batch, max_new_tokens=4, **lookup)
+    target.generate(input_ids=torch.from_numpy(turn), max_new_tokens=12, **lookup)
+    assert target.last_speculative_stats.reused == 0, "a batch lays out the cache its own way"
+    target.reuse_prompt_cache = False
+    try:
+        out = target.generate(input_ids=torch.from_numpy(turn), max_new_tokens=12, **lookup).numpy()
+        assert target.last_speculative_stats.reused == 0
+        np.testing.assert_array_equal(out, reference)
+    finally:
+        target.reuse_prompt_cache = True
