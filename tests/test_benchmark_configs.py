@@ -111,7 +111,7 @@ def test_modes_bench_config_loads_and_refuses_bad_values():
 
     modes = ModesBenchConfig.from_file(CONFIGS / "speculative_modes.json")
     assert (
-        modes.modes == ["sampling", "streaming", "batch"]
+        modes.modes == ["sampling", "streaming", "batch", "repeat"]
         and modes.batch_size == 4
         and len(modes.seeds) == 5
         and modes.temperature == 0.7

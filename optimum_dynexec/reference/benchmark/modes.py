@@ -11,6 +11,12 @@ the same mode, on the same prompts, interleaved, warm, in one process:
   Its rows also give the time to the first streamed new token, against plain decoding's.
 - `batch`: greedy on a left-padded batch of `batch_size` different passages, against optimum-intel's plain batch
   `generate()`; tokens/s over the whole batch; the output must be identical.
+- `repeat`: the time to the first token of a prompt the model has just answered (a regenerated answer; a conversation
+  going on is the same case), with this package's prompt-cache reuse and GenAI's prefix caching on, against a fresh
+  prompt and against optimum-intel's plain class, which computes every prompt afresh.
+
+The other modes compute every prompt afresh in every contender (`reuse_prompt_cache` off, GenAI's prefix caching
+off), since each prompt runs several times.
 
 With `genai`, OpenVINO GenAI's `LLMPipeline` (plain, and its prompt lookup) runs every mode on the same IR and
 prompts, its speed-up also against optimum-intel's plain class (GenAI has no EAGLE-2 head of ours to run).
@@ -33,7 +39,7 @@ from tqdm.auto import tqdm
 from optimum_dynexec.reference.benchmark.speculative import PRECISIONS, GenAIContender, austen_prompts
 from optimum_dynexec.reference.benchmark.timing import save_results
 
-MODES = ("sampling", "streaming", "batch")  # streaming rows carry the time to first token
+MODES = ("sampling", "streaming", "batch", "repeat")  # streaming rows carry the time to first token
 
 
 @dataclass
@@ -133,6 +139,7 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
     tokenizer = AutoTokenizer.from_pretrained(folder)
     plain = PlainOVModel.from_pretrained(folder, ov_config=ov_config)
     ours = OVModelForCausalLM.from_pretrained(folder, ov_config=ov_config)
+    ours.reuse_prompt_cache = False  # every prompt afresh, as optimum-intel's plain class (the `repeat` mode: on)
     drafters = {
         f"prompt lookup k={config.prompt_lookup_num_tokens}": {
             "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens
@@ -232,6 +239,8 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
                 )
     if "batch" in config.modes:
         rows += _batch_rows(config, plain, ours, tokenizer, drafters, genai)
+    if "repeat" in config.modes:
+        rows += _repeat_rows(config, plain, ours, encoded, drafters, folder, ov_config)
     results = {
         "config": config.__dict__,
         "target": str(folder),
@@ -285,6 +294,44 @@ def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict
     return rows
 
 
+def _repeat_rows(config: ModesBenchConfig, plain, ours, encoded: dict, drafters: dict, folder, ov_config) -> list:
+    """Time to the first token (a one-token call) of a prompt just answered, with prompt-cache reuse, against the
+    same prompt fresh and against optimum-intel's plain class."""
+    lookup = next(iter(drafters.values()))
+    contenders = {next(iter(drafters)): (ours, lookup)}
+    if config.genai:
+        k = config.prompt_lookup_num_tokens
+        contenders[f"GenAI prompt lookup k={k}"] = (
+            GenAIContender(folder, ov_config, prompt_lookup=k, prefix_caching=True),
+            {},
+        )
+    rows = []
+    ours.reuse_prompt_cache = True
+    try:
+        for task, inputs in encoded.items():
+            for name, (model, kwargs) in contenders.items():
+                fresh, again, plain_s = [], [], []
+                for ids, other in zip(inputs, inputs[1:] + inputs[:1]):
+                    model.generate(input_ids=other, max_new_tokens=1, **kwargs)  # the cache holds another prompt
+                    fresh.append(_timed(model, ids, max_new_tokens=1, **kwargs)[1])
+                    again.append(_timed(model, ids, max_new_tokens=1, **kwargs)[1])
+                    plain_s.append(_timed(plain, ids, max_new_tokens=1)[1])
+                rows.append(
+                    {
+                        "mode": "repeat",
+                        "task": task,
+                        "method": name,
+                        "speedup": sum(plain_s) / sum(again),
+                        "ttft_ms": 1e3 * float(np.mean(again)),
+                        "ttft_fresh_ms": 1e3 * float(np.mean(fresh)),
+                        "ttft_plain_ms": 1e3 * float(np.mean(plain_s)),
+                    }
+                )
+    finally:
+        ours.reuse_prompt_cache = False
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Speed-up per mode, task and drafter (and the streamer's cost)."""
     import matplotlib
@@ -298,7 +345,7 @@ def plot(rows: list[dict], path: Path) -> None:
     bars = ax.bar(
         range(len(shown)),
         [r["speedup"] for r in shown],
-        color=[{"sampling": "C0", "streaming": "C1"}.get(r["mode"], "C2") for r in shown],
+        color=[{"sampling": "C0", "streaming": "C1", "repeat": "C3"}.get(r["mode"], "C2") for r in shown],
     )
     for bar, r in zip(bars, shown):
         if r["method"].startswith("GenAI"):  # OpenVINO GenAI's pipelines, hatched
@@ -319,6 +366,11 @@ def format_table(results: dict) -> str:
     for r in results["rows"]:
         if r["mode"] == "sampling":
             extra = f"mean log-prob {r['mean_logprob']:.3f}, {r['tokens_per_target_call']:.2f} tokens/call"
+        elif r["mode"] == "repeat":
+            extra = (
+                f"TTFT {r['ttft_ms']:.0f} ms repeated, {r['ttft_fresh_ms']:.0f} ms fresh "
+                f"(plain {r['ttft_plain_ms']:.0f} ms)"
+            )
         elif r["mode"].startswith("batch"):
             extra = (
                 f"{r['tokens_per_s']:.0f} tokens/s (plain {r['plain_tokens_per_s']:.0f}), identical {r['identical']}"

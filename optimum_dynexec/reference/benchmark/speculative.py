@@ -137,7 +137,8 @@ def ensure_genai_tokenizer(folder: Path) -> None:
 
 
 class GenAIContender:
-    """OpenVINO GenAI's `LLMPipeline` on the same IR, driven with token ids, for a side-by-side run."""
+    """OpenVINO GenAI's `LLMPipeline` on the same IR, driven with token ids, for a side-by-side run; without
+    `prefix_caching` every call computes its prompt afresh, as optimum-intel's plain class does."""
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class GenAIContender:
         draft: Path | None = None,
         prompt_lookup: int | None = None,
         draft_config: dict | None = None,
+        prefix_caching: bool = False,
     ):
         import openvino_genai as og
 
@@ -158,6 +160,10 @@ class GenAIContender:
             )
         if prompt_lookup is not None:
             kwargs["prompt_lookup"] = True
+        if not prefix_caching:  # else a repeated prompt skips its prefill (the stateful pipeline's reuse, too)
+            scheduler = og.SchedulerConfig()
+            scheduler.enable_prefix_caching = False
+            kwargs["scheduler_config"] = scheduler
         self.pipe = og.LLMPipeline(str(folder), "CPU", **kwargs)
         self.draft, self.prompt_lookup = draft, prompt_lookup
         self.og = og
