@@ -9,7 +9,13 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
-from ..configuration import DRAFTER_DEFAULTS, HEADS_CONFIG, LOOKAHEAD_SCHEDULES, PROMPT_LOOKUP_NUM_TOKENS
+from ..configuration import (
+    DRAFTER_DEFAULTS,
+    HEADS_CONFIG,
+    LOOKAHEAD_SCHEDULES,
+    PROMPT_LOOKUP_NUM_TOKENS,
+    SpeculativeConfig,
+)
 from ..exporters import quantization
 
 logger = logging.getLogger(__name__)
@@ -190,8 +196,6 @@ def _export_text_classification(args) -> None:
     from ..training.exit_heads import ExitHeadTrainingConfig
 
     exit_layers = _parse_exit_layers(args.exit_layers)
-    if args.draft_weight_format is not None:
-        raise ValueError("--draft-weight-format applies to text-generation-with-past with --draft-model.")
     qconfig = quantization.quantization_config_from_args(args, task=args.task, model=args.model)
     config = export_early_exit(
         args.model,
@@ -209,17 +213,10 @@ def _export_text_classification(args) -> None:
 
 
 def _export_text_generation(args) -> None:
-    from ..configuration import SpeculativeConfig
     from ..exporters.speculative import draft_type_of, export_speculative
 
-    lookahead = {
-        "num_assistant_tokens": args.num_assistant_tokens,
-        "num_assistant_tokens_schedule": args.assistant_schedule,
-        "assistant_confidence_threshold": args.assistant_confidence_threshold,
-        "prompt_lookup_num_tokens": args.prompt_lookup_num_tokens,
-    }
     draft_type = draft_type_of(args.draft_model) if args.draft_model is not None else None
-    config = SpeculativeConfig.for_drafter(draft_type, **lookahead)
+    config = SpeculativeConfig.for_drafter(draft_type, **_lookahead(args))
     target_compressed = args.weight_format is not None or args.quant_mode is not None
     if target_compressed or args.draft_weight_format is None:
         qconfig = quantization.quantization_config_from_args(args, task=args.task, model=args.model)
@@ -236,8 +233,6 @@ def _export_text_generation(args) -> None:
             )
         except ValueError as error:
             raise ValueError(f"The draft's compression: {error}") from error
-    elif args.draft_weight_format is not None:
-        raise ValueError("--draft-weight-format needs a draft (--draft-model); prompt lookup has no weights.")
     export_speculative(args.model, args.output, args.draft_model, config, qconfig, draft_qconfig)
 
 
@@ -245,10 +240,6 @@ def _export_text_to_image(args) -> None:
     from ..data import read_text_file
     from ..exporters.diffusion import export_stepsaver, train_and_export_stepsaver
 
-    if args.train_step_predictor and args.step_predictor is not None:
-        raise ValueError("Give --train-step-predictor or --step-predictor, not both.")
-    if args.draft_weight_format is not None:
-        raise ValueError("--draft-weight-format applies to text-generation-with-past with --draft-model.")
     prompts = read_text_file(args.train_prompts).texts if args.train_prompts is not None else None
     qconfig = quantization.quantization_config_from_args(
         args, task=args.task, model=args.model, calibration_texts=prompts
@@ -272,12 +263,7 @@ def _export_text_to_image(args) -> None:
         )
         return
     if not prompts:
-        raise ValueError("--train-step-predictor needs --train-prompts (a .txt file, one prompt per line).")
-    if args.predictor_base is None:
-        raise ValueError(
-            "--train-step-predictor needs --predictor-base: a small transformers text encoder folder to fine-tune "
-            "(e.g. all-MiniLM-L6-v2)."
-        )
+        raise ValueError(f"--train-prompts {args.train_prompts} has no prompts.")
     if args.step_grid is not None:
         policy_kwargs["default_steps"] = max(args.step_grid)
     train_and_export_stepsaver(
@@ -315,6 +301,29 @@ def _check_request(args) -> None:
                 f"{args.model} has no trained exit heads: pass training text (--train-file, a .txt or .csv file) so "
                 "they can be trained by self-distillation."
             )
+    if args.draft_weight_format is not None and (args.task != "text-generation-with-past" or not args.draft_model):
+        raise ValueError("--draft-weight-format applies to text-generation-with-past with a draft (--draft-model).")
+    if args.task == "text-generation-with-past" and args.draft_model is None:
+        SpeculativeConfig.for_drafter(None, **_lookahead(args))  # lookahead flags need a draft
+    if args.task == "text-to-image" and args.train_step_predictor:
+        if args.step_predictor is not None:
+            raise ValueError("Give --train-step-predictor or --step-predictor, not both.")
+        if args.train_prompts is None:
+            raise ValueError("--train-step-predictor needs --train-prompts (a .txt file, one prompt per line).")
+        if args.predictor_base is None:
+            raise ValueError(
+                "--train-step-predictor needs --predictor-base: a small transformers text encoder folder to "
+                "fine-tune (e.g. all-MiniLM-L6-v2)."
+            )
+
+
+def _lookahead(args) -> dict:
+    return {
+        "num_assistant_tokens": args.num_assistant_tokens,
+        "num_assistant_tokens_schedule": args.assistant_schedule,
+        "assistant_confidence_threshold": args.assistant_confidence_threshold,
+        "prompt_lookup_num_tokens": args.prompt_lookup_num_tokens,
+    }
 
 
 def _parse_exit_layers(values: list[str]) -> list[int] | str | None:
