@@ -21,14 +21,30 @@ HIDDEN_OUTPUT = "hidden_states"
 LOGITS_TO_KEEP = "logits_to_keep"
 
 
+# element-wise ops a family may apply to the LM head's output, each position on its own (a cast, cohere's logit scale,
+# gemma2's soft-capping `tanh(x / cap) * cap`): the head is found behind them, and slicing positions before them is
+# the same as after
+_LOGIT_TRANSFORMS = {"Convert", "Multiply", "Divide", "Tanh"}
+
+
 def _lm_head(model: ov.Model):
-    """The MatMul that produces `logits`."""
+    """The MatMul that produces `logits` (behind element-wise transforms by constants)."""
     node = model.output("logits").get_node().input_value(0).get_node()
-    while node.get_type_name() == "Convert":  # compressed models may cast the logits
-        node = node.input_value(0).get_node()
+    while node.get_type_name() in _LOGIT_TRANSFORMS:
+        inputs = [value.get_node() for value in node.input_values()]
+        computed = [n for n in inputs if not _is_constant(n)]
+        if len(computed) != 1:  # two computed operands: not a transform of one tensor by constants
+            break
+        node = computed[0]
     if node.get_type_name() != "MatMul":
         raise ValueError(f"Cannot find the LM head of this model: its logits come from a {node.get_type_name()}.")
     return node
+
+
+def _is_constant(node) -> bool:
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
 
 
 def _head_input(model: ov.Model):

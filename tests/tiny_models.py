@@ -223,6 +223,7 @@ FAMILY_CONFIGS = {
         for t in ("llama", "mistral", "qwen2", "qwen3", "granite", "olmo2", "stablelm", "phi3")
     },
     "starcoder2": {**_LLAMA_LIKE, **_TOKENS},
+    **{t: {**_LLAMA_LIKE, **_TOKENS} for t in ("cohere", "cohere2")},  # logits times a scale after the LM head
     "phi": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, **_TOKENS),
     "gpt2": dict(n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2),
     "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, bos_token_id=1, eos_token_id=2),
