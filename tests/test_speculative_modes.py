@@ -19,9 +19,22 @@ from transformers.generation.streamers import BaseStreamer
 from optimum_dynexec import OVModelForCausalLM, modeling_decoder
 from optimum_dynexec.eagle import OVEagleDraft
 from optimum_dynexec.exporters.eagle import export_eagle_draft
+from optimum_dynexec.sampling import draw
 
 EXACT = {**F32, "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 SAMPLING = {"do_sample": True, "temperature": 0.4, "top_p": 0.8, "repetition_penalty": 2.0}
+
+
+def test_draw_follows_the_weights_and_never_picks_a_zero():
+    weights = torch.tensor([0.0, 0.2, 0.0, 0.5, 0.3, 0.0])
+    torch.manual_seed(0)
+    counts = np.bincount([draw(weights) for _ in range(20000)], minlength=6) / 20000
+    assert counts[[0, 2, 5]].sum() == 0
+    np.testing.assert_allclose(counts, weights.numpy(), atol=0.015)  # ~4 standard deviations
+    torch.manual_seed(3)
+    first = [draw(weights * 7.0) for _ in range(50)]  # unnormalized weights; seeded draws repeat
+    torch.manual_seed(3)
+    assert first == [draw(weights) for _ in range(50)]
 
 
 def drafter_kwargs(draft, head) -> dict[str, dict]:
