@@ -266,18 +266,19 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         ov_config = PRECISIONS[precision]
         plain = PlainOVModel.from_pretrained(target_dir, ov_config=ov_config)
         ours = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
+        ours.reuse_prompt_cache = False  # each timed call computes its prompt afresh, as the plain class does
         contenders = {"plain": (plain, {})}
         contenders |= {
             f"prompt lookup k={k}": (ours, {"prompt_lookup_num_tokens": k}) for k in config.prompt_lookup_num_tokens
         }
         if config.stateful_row:
             stateful = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
-            stateful.paged_verification = False
+            stateful.paged_verification = False  # (the stateful request never reuses a prompt)
             k = max(config.prompt_lookup_num_tokens)
             contenders[f"lookup k={k}, stateful"] = (stateful, {"prompt_lookup_num_tokens": k})
         if config.one_request_row:
             one = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
-            one.paged_single_steps = False
+            one.paged_single_steps, one.reuse_prompt_cache = False, False
             k = max(config.prompt_lookup_num_tokens)
             contenders[f"lookup k={k}, one request"] = (one, {"prompt_lookup_num_tokens": k})
         run_draft_dir = smollm2_draft_dir(config.draft_weight_format or weights) if draft_dir is not None else None
