@@ -286,11 +286,7 @@ def _check_request(args) -> None:
     markers = ("config.json", "model_index.json")
     if not any((args.model / marker).is_file() for marker in markers):
         raise FileNotFoundError(f"{args.model} is not a transformers model folder (no config.json).")
-    for flag in ("train_file", "train_prompts"):
-        path = getattr(args, flag, None)
-        if path is not None and not path.exists():
-            raise FileNotFoundError(f"--{flag.replace('_', '-')} {path} does not exist.")
-    for flag in ("draft_model", "step_predictor", "predictor_base"):
+    for flag in ("train_file", "train_prompts", "draft_model", "step_predictor", "predictor_base"):
         path = getattr(args, flag, None)
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"--{flag.replace('_', '-')} {path} does not exist.")
