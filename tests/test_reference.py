@@ -58,7 +58,8 @@ def test_bad_presets_and_budgets_are_refused(monkeypatch):
 
 def test_steps_expand_in_preparation_order():
     assert prepare.expand_steps(["eagle", "llm"]) == ["llm-base", "draft", "eagle"]
-    assert prepare.expand_steps(["all"]) == list(prepare.STEPS)
+    assert prepare.expand_steps(["all"]) == [s for s in prepare.STEPS if s not in prepare.OPTIONAL_STEPS]
+    assert prepare.expand_steps(["gemma"]) == prepare.OPTIONAL_STEPS == ["gemma-base", "gemma-eagle"]
 
 
 def test_nothing_is_prepared_in_an_empty_cache(empty_cache):

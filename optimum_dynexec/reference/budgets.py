@@ -30,6 +30,9 @@ class Budget:
         draft_continuations (`int`, defaults to 256): prompts SmolLM2 continues greedily for its draft's data.
         eagle_minutes (`float`, defaults to 14): wall-time cap of the SmolLM2 EAGLE head training.
         eagle_windows (`int`, defaults to 800): the EAGLE head's training windows (4/5 text, 1/5 continuations).
+        gemma_eagle_minutes (`float`, defaults to 14): wall-time cap of the Gemma-3-270M EAGLE head training.
+        gemma_eagle_windows (`int`, defaults to 640): its training windows (4/5 text, 1/5 continuations; fewer than
+            SmolLM2's: Gemma's features cost about three times as much).
         step_prompts (`int`, defaults to 300): training prompts of the Fashion-MNIST step predictor.
         step_seeds (`int`, defaults to 2): images labelled per prompt.
     """
@@ -41,6 +44,8 @@ class Budget:
     draft_continuations: int = 256
     eagle_minutes: float = 14.0
     eagle_windows: int = 800
+    gemma_eagle_minutes: float = 14.0
+    gemma_eagle_windows: int = 640
     step_prompts: int = 300
     step_seeds: int = 2
 
@@ -62,6 +67,8 @@ PRESETS: dict[str, Budget] = {
         draft_continuations=64,
         eagle_minutes=3.5,
         eagle_windows=250,
+        gemma_eagle_minutes=3.5,
+        gemma_eagle_windows=250,
         step_prompts=120,
         step_seeds=1,
     ),

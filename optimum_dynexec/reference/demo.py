@@ -24,7 +24,7 @@ from pathlib import Path
 from optimum_dynexec.utils import cache_dir, setup_logging
 
 from .budgets import PRESET_ENV, PRESETS, preset_name
-from .prepare import STEPS, is_step_ready, recorded_timings
+from .prepare import GROUPS, is_step_ready, recorded_timings
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def remaining_minutes(pending: list[str]) -> float:
 
 
 def _start_preparation() -> subprocess.Popen | None:
-    if all(is_step_ready(s) for s in STEPS):
+    if all(is_step_ready(s) for s in GROUPS["all"]):
         return None
     log = cache_dir() / "prepare.log"
     sys.stdout.write(f"Preparing the models in the background (log: {log}).\n")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     preparing = None if args.no_prepare else _start_preparation()
     out = cache_dir("demo")
     for section in SECTIONS:
-        pending = [s for s in STEPS if not is_step_ready(s)]
+        pending = [s for s in GROUPS["all"] if not is_step_ready(s)]
         if pending and not args.no_prepare:
             sys.stdout.write(
                 f"\n[{(time.perf_counter() - start) / 60:.1f} min] preparation left: {', '.join(pending)} "

@@ -1,6 +1,6 @@
 """Offline, cached preparation of the real reference models and data (`make models`).
 
-    python -m optimum_dynexec.reference.prepare [llm-base early-exit llm diffusion | all] [--preset full|ci] [--jobs 2]
+    python -m optimum_dynexec.reference.prepare [steps, or groups all | llm | gemma] [--preset full|ci] [--jobs 2]
 
 writes to the cache (see `optimum_dynexec.utils.cache_dir`), every folder named by the settings that made it
 (`budgets.Budget`, the active preset's unless overridden):
@@ -10,7 +10,10 @@ writes to the cache (see `optimum_dynexec.utils.cache_dir`), every folder named 
 - `models/minilm-sentiment-<settings>/`: MiniLM-L6 fine-tuned on the train split (`metrics.json`: its accuracy),
   and its early-exit exports under `exports/`;
 - `models/SmolLM2-draft-gen-<settings>/`, `models/SmolLM2-eagle-<settings>/`: the trained drafters, and exports;
-- the Fashion-MNIST text-to-image pipeline, its judge, step predictor and StepSaver exports (`reference.diffusion`).
+- the Fashion-MNIST text-to-image pipeline, its judge, step predictor and StepSaver exports (`reference.diffusion`);
+- only when named (`OPTIONAL_STEPS`, e.g. `prepare gemma`; not in `all`): Gemma-3-270M converted and exported under
+  transformers 5.0.0 in a side environment (`reference.gemma`, step `gemma-base`), and its EAGLE head
+  (`models/gemma-3-270m-eagle-<settings>/`, step `gemma-eagle`).
 
 Every step is skipped when its output exists, and training resumes from its last checkpoint. How long each step
 took is appended to `<cache>/prepare_timings.json`, which `make demo` reads for its estimates.
@@ -42,6 +45,7 @@ from optimum_dynexec.training.eagle import WEIGHTS_FILE, EagleConfig, train_eagl
 from optimum_dynexec.utils import building, cache_dir, setup_logging
 
 from .budgets import PRESET_ENV, PRESETS, Budget, active_budget, preset_name, settings_key
+from .gemma import gemma_path, is_gemma_prepared, prepare_gemma
 from .sentiment import SENTIMENT_LABELS, load_sentiment_splits
 from .sources import SMOLLM2_NAME, minilm_dir, smollm2_dir
 
@@ -156,6 +160,7 @@ def prepare_early_exit_export(
 
 SMOLLM2_DRAFT = "SmolLM2-draft-gen"  # the draft distillation runs in the models cache (then `-<settings>`)
 SMOLLM2_EAGLE = "SmolLM2-eagle"  # the EAGLE head training runs in the models cache (then `-<settings>`)
+GEMMA_EAGLE = "gemma-3-270m-eagle"  # the Gemma EAGLE head training runs in the models cache (then `-<settings>`)
 DRAFT_RUN, EAGLE_RUN = SMOLLM2_DRAFT, SMOLLM2_EAGLE  # deprecated names of the run prefixes
 
 
@@ -188,6 +193,49 @@ def draft_run_dir(budget: Budget | None = None) -> Path:
 def eagle_run_dir(budget: Budget | None = None) -> Path:
     """Where the SmolLM2 EAGLE head of `budget` is (or will be) trained."""
     return _run_dir(SMOLLM2_EAGLE, eagle_config(budget))
+
+
+def gemma_eagle_config(budget: Budget | None = None) -> EagleConfig:
+    """The Gemma-3-270M EAGLE head's training settings under `budget` (default: the active one): SmolLM2's recipe,
+    the reduced vocabulary (8,192 of 262,144 tokens) included."""
+    budget = budget or active_budget()
+    text = budget.gemma_eagle_windows * 4 // 5
+    return EagleConfig(
+        max_minutes=budget.gemma_eagle_minutes,
+        text_windows=text,
+        continuation_windows=budget.gemma_eagle_windows - text,
+    )
+
+
+def gemma_eagle_run_dir(budget: Budget | None = None) -> Path:
+    """Where the Gemma-3-270M EAGLE head of `budget` is (or will be) trained."""
+    return _run_dir(GEMMA_EAGLE, gemma_eagle_config(budget))
+
+
+def gemma_eagle_dir(budget: Budget | None = None) -> Path | None:
+    """The trained EAGLE head of Gemma-3-270M (of `budget`) exported to OpenVINO, or `None` when it is not trained
+    yet."""
+    run = gemma_eagle_run_dir(budget)
+    if not (run / WEIGHTS_FILE).exists():
+        return None
+    out = cache_dir("exports") / f"{run.name}-ov-fp32"
+    if not (out / "eagle_config.json").exists():
+        with building(out) as tmp:
+            export_eagle_for(gemma_path(), run, tmp)
+    return out
+
+
+def prepare_gemma_eagle(budget: Budget | None = None) -> Path:
+    """Trains the Gemma-3-270M EAGLE head of `budget` on Austen's novels (without the benchmark's passages), once."""
+    from .austen import training_texts
+
+    run = gemma_eagle_run_dir(budget)
+    if not (run / WEIGHTS_FILE).exists():
+        config = gemma_eagle_config(budget)
+        ov = prepare_gemma()
+        logger.info("training the Gemma EAGLE head (%g minutes after its data, once) into %s", config.max_minutes, run)
+        train_eagle(run, gemma_path(), ov, config, training_texts())
+    return gemma_eagle_dir(budget)
 
 
 def _causal_lm_export(source: Path, name: str, weight_format: str) -> Path:
@@ -301,8 +349,25 @@ STEPS: dict[str, tuple[str, Callable[[], object], Callable[[], bool]]] = {
         _prepare_diffusion,
         lambda: _diffusion_ready(),
     ),
+    "gemma-base": (
+        "Gemma-3-270M converted and exported under transformers 5.0.0 in a side environment",
+        prepare_gemma,
+        is_gemma_prepared,
+    ),
+    "gemma-eagle": (
+        "Gemma-3-270M EAGLE head",
+        lambda: prepare_gemma_eagle(),
+        lambda: (gemma_eagle_run_dir() / WEIGHTS_FILE).exists(),
+    ),
 }
-GROUPS = {"llm": ["llm-base", "draft", "eagle"], "all": list(STEPS)}
+# steps built only when named (`make models STEPS=gemma`), not by `all` (so not by `make models` or CI): Gemma's
+# conversion and export run in a side environment with transformers 5.0.0 (`reference.gemma`)
+OPTIONAL_STEPS = ["gemma-base", "gemma-eagle"]
+GROUPS = {
+    "llm": ["llm-base", "draft", "eagle"],
+    "gemma": OPTIONAL_STEPS,
+    "all": [name for name in STEPS if name not in OPTIONAL_STEPS],
+}
 
 
 def _diffusion_ready() -> bool:

@@ -74,19 +74,27 @@ def build_feature_sets(
 ) -> tuple[FeatureSet, FeatureSet]:
     """Training and held-out `FeatureSet`s for an `EagleConfig`: text windows and target continuations.
 
-    `texts` (`{name: text}`) is the material windows and prompts are cut from.
+    `texts` (`{name: text}`) is the material windows and prompts are cut from. Windows and prompts start with the
+    tokens the tokenizer puts before a text (Gemma's BOS, none for SmolLM2), as the prompts the head drafts for do.
     """
     rng = np.random.default_rng(config.seed)
     train_ids, held_ids = token_splits(tokenizer, texts, config.eval_fraction)
     length, prompt = config.seq_len, config.seq_len - config.continuation_tokens
+    start = np.asarray(tokenizer("").input_ids, dtype=np.int64)
     sets = []
     for ids, n_text, n_gen, tag in (
         (train_ids, config.text_windows, config.continuation_windows, "train"),
         (held_ids, config.eval_windows, config.eval_windows, "held-out"),
     ):
-        text = sample_windows(ids, n_text, length, rng)
-        generated = greedy_continuations(
-            target, sample_windows(ids, n_gen, prompt, rng), config.continuation_tokens, desc=f"{tag} continuations"
-        )
+        text = _starting_with(start, sample_windows(ids, n_text, length, rng))
+        prompts = _starting_with(start, sample_windows(ids, n_gen, prompt, rng))
+        generated = greedy_continuations(target, prompts, config.continuation_tokens, desc=f"{tag} continuations")
         sets.append(collect_features(target, np.concatenate([text, generated]), desc=f"{tag} features"))
     return sets[0], sets[1]
+
+
+def _starting_with(start: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """`windows` `(n, L)` with their first `len(start)` tokens replaced by `start` (the length stays `L`)."""
+    windows = windows.copy()
+    windows[:, : len(start)] = start
+    return windows

@@ -15,12 +15,36 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import (
     LlamaMLP,
     LlamaRMSNorm,
     LlamaRotaryEmbedding,
     apply_rotary_pos_emb,
 )
+
+
+def layer_config(config) -> LlamaConfig:
+    """The Llama config of the draft's decoder layer: the target's own when it is one, otherwise the target's shapes,
+    activation and the RoPE of its last layer (Gemma-3 keeps one `rope_parameters` entry per layer type)."""
+    if isinstance(config, LlamaConfig):
+        return config
+    rope = getattr(config, "rope_parameters", None) or {}
+    layer_types = getattr(config, "layer_types", None)
+    rope = rope.get(layer_types[-1], rope) if layer_types else rope
+    return LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=getattr(config, "head_dim", None),
+        hidden_act=getattr(config, "hidden_act", None) or config.hidden_activation,
+        rms_norm_eps=config.rms_norm_eps,
+        attention_bias=getattr(config, "attention_bias", False),
+        max_position_embeddings=config.max_position_embeddings,
+        rope_parameters=dict(rope) or None,
+    )
 
 
 class EagleAttention(nn.Module):
@@ -87,8 +111,8 @@ class EagleDraftModel(nn.Module):
         hidden = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden)
         self.fc = nn.Linear(2 * hidden, hidden, bias=True)
-        self.layer = EagleLayer(config)
-        self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.layer = EagleLayer(layer_config(config))
+        self.rotary_emb = LlamaRotaryEmbedding(layer_config(config))
         self.lm_head = nn.Linear(hidden, len(token_ids), bias=False)
         self.register_buffer("token_ids", token_ids.to(torch.long).clone(), persistent=True)
 
@@ -96,13 +120,19 @@ class EagleDraftModel(nn.Module):
     def from_target(cls, target, token_ids: torch.Tensor) -> "EagleDraftModel":
         """A draft whose embeddings, reduced LM head and decoder layer start as copies of the target's (its last
         layer, with zeroed output projections so the layer starts as the identity), and whose fusion layer starts by
-        passing the target's feature through."""
+        passing the target's feature through.
+
+        A target that scales its embeddings (Gemma's `embed_scale`) gives them scaled; a last layer of another shape
+        than Llama's (Gemma's extra norms, whose weights mean `1 + w`) gives its projections only."""
         draft = cls(target.config, token_ids)
         inner = target.model
         with torch.no_grad():
-            draft.embed_tokens.weight.copy_(inner.embed_tokens.weight)
+            draft.embed_tokens.weight.copy_(inner.embed_tokens.weight * getattr(inner.embed_tokens, "embed_scale", 1))
             draft.lm_head.weight.copy_(target.lm_head.weight[token_ids])
-            draft.layer.load_state_dict(inner.layers[-1].state_dict(), strict=False)
+            layer, own = inner.layers[-1].state_dict(), draft.layer.state_dict()
+            if set(layer) != set(own):
+                layer = {k: v for k, v in layer.items() if k in own and k.endswith("_proj.weight")}
+            draft.layer.load_state_dict(layer, strict=False)
             draft.layer.self_attn.o_proj.weight.zero_()
             draft.layer.mlp.down_proj.weight.zero_()
             hidden = target.config.hidden_size

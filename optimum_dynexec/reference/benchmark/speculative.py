@@ -1,4 +1,4 @@
-"""Speculative-decoding benchmark on SmolLM2-135M with real Austen prompts.
+"""Speculative-decoding benchmark on SmolLM2-135M (or Gemma-3-270M, `target`) with real Austen prompts.
 
 Greedy, warm, same process: optimum-intel's plain `OVModelForCausalLM` against this package's class at the same
 precision and weights, with prompt lookup, and (when `make models` has trained them) the distilled draft model and the
@@ -26,6 +26,8 @@ from optimum_dynexec.reference.benchmark.timing import save_results
 
 logger = logging.getLogger(__name__)
 
+SMOLLM2, GEMMA = "SmolLM2-135M-Instruct", "gemma-3-270m"
+TARGETS = {SMOLLM2: "SmolLM2-135M", GEMMA: "Gemma-3-270M"}  # the targets a config can name, and their plot titles
 EXACT_F32 = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 PRECISIONS = {"default": {}, "f32": EXACT_F32}
 
@@ -34,6 +36,8 @@ PRECISIONS = {"default": {}, "f32": EXACT_F32}
 class SpeculativeBenchConfig:
     """What `configs/speculative.json` holds under `bench`."""
 
+    # the target: SmolLM2 (`make models`) or Gemma-3-270M (`make models STEPS=gemma`; fp32 weights, EAGLE head only)
+    target: str = SMOLLM2
     max_new_tokens: int = 128
     num_prompts: int = 3
     prompt_words: int = 150
@@ -74,6 +78,13 @@ class SpeculativeBenchConfig:
     name: str = "speculative"  # results go to benchmarks/<name>.json and .png
 
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"Unknown target {self.target!r}; choose among {sorted(TARGETS)}.")
+        if self.target == GEMMA and (self.draft_model or self.useless_draft or self.weight_formats != ["fp32"]):
+            raise ValueError(
+                "Gemma-3-270M has an EAGLE head but no draft model or useless head, and fp32 weights only: set "
+                'draft_model and useless_draft to false and weight_formats to ["fp32"].'
+            )
         unknown = set(self.precisions + self.compressed_precisions) - set(PRECISIONS)
         if unknown:
             raise ValueError(f"Unknown precisions {sorted(unknown)}; choose among {sorted(PRECISIONS)}.")
@@ -246,12 +257,20 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
 
     from optimum_dynexec import OVModelForCausalLM
     from optimum_dynexec.eagle import OVEagleDraft
-    from optimum_dynexec.reference.prepare import smollm2_draft_dir, smollm2_eagle_dir, smollm2_openvino_dir
+    from optimum_dynexec.reference.gemma import prepare_gemma
+    from optimum_dynexec.reference.prepare import (
+        gemma_eagle_dir,
+        smollm2_draft_dir,
+        smollm2_eagle_dir,
+        smollm2_openvino_dir,
+    )
 
+    gemma = config.target == GEMMA
+    openvino_dir = (lambda weights: prepare_gemma()) if gemma else smollm2_openvino_dir
     draft_dir = smollm2_draft_dir() if config.draft_model else None
-    eagle_dir = smollm2_eagle_dir() if config.eagle else None
+    eagle_dir = (gemma_eagle_dir() if gemma else smollm2_eagle_dir()) if config.eagle else None
     useless_dir = useless_eagle_head() if eagle_dir is not None and config.useless_draft else None
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_openvino_dir("fp32"))
+    tokenizer = AutoTokenizer.from_pretrained(openvino_dir("fp32"))
     prompts = {
         task: [tokenizer(p, return_tensors="pt") for p in texts]
         for task, texts in austen_prompts(config.num_prompts, config.prompt_words).items()
@@ -262,7 +281,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
     runs = [("fp32", p) for p in config.precisions]
     runs += [(w, p) for p in config.compressed_precisions for w in config.weight_formats if w != "fp32"]
     for weights, precision in runs:
-        target_dir = smollm2_openvino_dir(weights)
+        target_dir = openvino_dir(weights)
         ov_config = PRECISIONS[precision]
         plain = PlainOVModel.from_pretrained(target_dir, ov_config=ov_config)
         ours = OVModelForCausalLM.from_pretrained(target_dir, ov_config=ov_config)
@@ -376,7 +395,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
                     }
                 )
     results = {
-        "target": str(smollm2_openvino_dir("fp32")),
+        "target": str(openvino_dir("fp32")),
         "draft": str(draft_dir) if draft_dir else None,
         "eagle": str(eagle_dir) if eagle_dir else None,
         "max_new_tokens": config.max_new_tokens,
@@ -384,7 +403,7 @@ def run_benchmark(config: SpeculativeBenchConfig, output_dir: str | Path = "benc
         "rounds": config.rounds,
         "rows": rows,
     }
-    plot(rows, save_results(results, output_dir, config.name))
+    plot(rows, save_results(results, output_dir, config.name), TARGETS[config.target])
     return results
 
 
@@ -399,7 +418,7 @@ def _panel(row: dict) -> str:
     return f"{row.get('weights', 'fp32')} weights, {row['precision']} precision"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str = TARGETS[SMOLLM2]) -> None:
     """Speedup over plain decoding per method, one panel per weight format and precision, bars per task."""
     import matplotlib
 
@@ -420,7 +439,7 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.bar(np.arange(len(methods)) + 0.4 * j, vals, width=0.4, label=task)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(methods)) + 0.2, methods, rotation=20, ha="right", fontsize=8)
-        ax.set_title(f"SmolLM2-135M, {panel}")
+        ax.set_title(f"{title}, {panel}")
         ax.set_ylabel("speedup over optimum-intel greedy")
         ax.legend()
     fig.tight_layout()
