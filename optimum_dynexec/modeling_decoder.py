@@ -113,6 +113,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     num_forward_calls: int = 0  # target calls so far: tokens generated / calls = tokens accepted per call
     use_lean_loop: bool = True  # greedy speculation through `speculative_greedy`; False: transformers' loop
     draft_back_off: bool = True  # the lean loop's heuristic schedule may stop drafting when the draft keeps failing
+    # in a sampling call a draft model or EAGLE head proposes its argmax (a point mass, cheaper; the output's
+    # distribution is the same); True: it draws from its processed distribution (`drafters._draft_one`)
+    sample_drafts: bool = False
     # the lean loop verifies through the model's paged-attention form (`paged_runner`); False: its stateful request
     paged_verification: bool = True
     # calls without a proposal go through a second compilation of the paged form (a few tens of MB); False: padded
@@ -310,14 +313,14 @@ class OVModelForCausalLM(_OVModelForCausalLM):
 
         def drafter_of(own_request: bool):  # a batch gives every row a drafter (and schedule) of its own
             if not own_request:
-                return make_drafter(assistant_model, lookup, schedule, confidence)
-            # in a batch every proposed position costs the whole call time, so each row's drafters adapt their length
-            # (up to the asked one) and stop proposing where they keep failing (`batch_schedule`)
+                return make_drafter(assistant_model, lookup, schedule, confidence, sample=self.sample_drafts)
+            # each row's drafters adapt their length (up to the asked one); only a draft model, whose every drafted
+            # token is a call of its own, stops proposing where it keeps failing (`batch_schedule`)
             lookup_own = None if lookup is None else batch_schedule(LookaheadSchedule(int(lookup)))
             if assistant_model is None:
                 return make_drafter(None, lookup, lookup_own)
-            own = batch_schedule(schedule)
-            return make_drafter(assistant_model, lookup, own, confidence, own_request=True, lookup_schedule=lookup_own)
+            own = batch_schedule(schedule, back_off=self.draft_back_off and not _needs_hidden(assistant_model))
+            return make_drafter(assistant_model, lookup, own, confidence, True, lookup_own, sample=self.sample_drafts)
 
         # the call as transformers sees it: no drafter settings (transformers' assisted mode refuses a stateful model)
         # and no stop strings (it hands a callable custom_generate no tokenizer: the criterion is built here)

@@ -3,8 +3,9 @@
 Each sequence has its own drafter (and draft length, acceptance and rollback); the target's paged form
 (`paged_batch.PagedBatchRunner`) reads every sequence's last token and proposal in one call, and a finished sequence
 leaves the batch. Left padding stays out of the target's and the drafters' caches; the logits processors and stopping
-criteria see each row as plain batch decoding does (padding included), so greedy output equals optimum-intel's plain
-batch `generate()` and sampling keeps each row's distribution.
+criteria see each row as plain batch decoding does (padding included; a criterion with limits per row applies row
+`i`'s to row `i`), so greedy output equals optimum-intel's plain batch `generate()`, sampling keeps each row's
+distribution, and a row leaves the batch where it would stop in plain decoding.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def speculative_decode_batch(
     widths = VerifyWidth(pad_patience)
     rows = [[*pad, *prompt] for pad, prompt in zip(pads, prompts)]  # what processors and criteria see
     offsets = [len(pad) for pad in pads]
-    stops = [StopCheck(row, len(row) + max_new_tokens, stopping_criteria, eos_token_id) for row in rows]
+    stops = [
+        StopCheck(row, len(row) + max_new_tokens, stopping_criteria, eos_token_id, i, len(rows))
+        for i, row in enumerate(rows)
+    ]
     stats = SpeculativeStats()
     out = runner.infer({i: np.asarray(p, dtype=np.int64) for i, p in enumerate(prompts)})
     active, finished = [], set()

@@ -145,10 +145,16 @@ def extend(seq: list[int], new: list[int], stops: "StopCheck") -> tuple[list[int
 
 
 class StopCheck:
-    """Whether the sequence is finished after its last token: transformers' criteria, or EOS and the length."""
+    """Whether the sequence is finished after its last token: transformers' criteria, or EOS and the length.
 
-    def __init__(self, prompt: list[int], max_length: int, criteria, eos_token_id):
-        self.max_length, self.criteria = max_length, criteria
+    In a batch, row `row` of `rows` is checked as plain batch decoding checks it: the criteria see a batch of `rows`
+    sequences and row `row`'s answer is kept, so a criterion with limits of its own per row (a length, stop strings)
+    stops each row where it would stop in plain decoding. The batch given to the criteria repeats this row (its other
+    rows are not read).
+    """
+
+    def __init__(self, prompt: list[int], max_length: int, criteria, eos_token_id, row: int = 0, rows: int = 1):
+        self.max_length, self.criteria, self.row, self.rows = max_length, criteria, row, rows
         self.eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
         if criteria:
             self.ids = torch.zeros(max(max_length, len(prompt)) + 1, dtype=torch.long)
@@ -157,7 +163,8 @@ class StopCheck:
     def __call__(self, seq: list[int]) -> bool:
         if self.criteria:
             self.ids[len(seq) - 1] = seq[-1]
-            if bool(self.criteria(self.ids[None, : len(seq)], None).any()):
+            done = torch.as_tensor(self.criteria(self.ids[None, : len(seq)].expand(self.rows, -1), None))
+            if bool(done.reshape(-1)[self.row] if done.numel() == self.rows else done.any()):
                 return True
         elif seq[-1] in self.eos:
             return True

@@ -88,7 +88,7 @@ def test_select_exits_drops_an_exit_nobody_takes():
     assert stats["agreement"] == 1.0 and stats["expected_cost"] < stats["expected_cost_full"]
 
 
-def test_batch_schedule_adapts_up_to_the_asked_length_and_backs_off():
+def test_batch_schedule_adapts_up_to_the_asked_length_and_backs_off_only_when_asked():
     asked = LookaheadSchedule(5, "constant")
     row = batch_schedule(asked)
     assert row is not asked and row.next() == 5
@@ -96,9 +96,15 @@ def test_batch_schedule_adapts_up_to_the_asked_length_and_backs_off():
     assert row.next() == 5  # never beyond the asked length
     for _ in range(5):
         row.update(row.next(), 0)
-    assert row.num_tokens == 0  # a row whose drafts keep failing stops proposing, then probes
-    probes = [row.next() for _ in range(row.probe_every)]
-    assert probes.count(1) == 1 and probes.count(0) == row.probe_every - 1
+    assert row.num_tokens == 1  # a failing row keeps proposing one token: it must not become the batch's straggler
+    row.update(1, 1)
+    assert row.next() == 3  # and grows again after an acceptance
+    costly = batch_schedule(asked, back_off=True)  # a draft model's row: drafting costs calls of its own
+    for _ in range(5):
+        costly.update(costly.next(), 0)
+    assert costly.num_tokens == 0  # it stops proposing, then probes
+    probes = [costly.next() for _ in range(costly.probe_every)]
+    assert probes.count(1) == 1 and probes.count(0) == costly.probe_every - 1
     assert asked.num_tokens == 5  # the call's own schedule is untouched
 
 

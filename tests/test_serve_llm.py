@@ -445,3 +445,24 @@ def test_a_client_that_leaves_a_running_batch_loses_only_its_row(batching_server
         time.sleep(0.05)
     assert metric(probe, "dynexec_cancelled_generations_total") == cancelled + 1
     probe.close()
+
+
+def test_a_speculative_batch_stops_verifying_a_row_at_its_own_length(local, monkeypatch):
+    """Rows of one speculative call with different max_tokens: each gets what it gets alone, and a row that reached
+    its own length is fed to no later verification call (it does not compute up to the longest row's length)."""
+    from optimum_dynexec import paged_batch
+    from optimum_dynexec.serve.generation import BatchKey, GenerationJob, run_generation_batch
+
+    model, tokenizer = local
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    lengths = [3, 30, 8]
+    jobs = [GenerationJob(i, max_new_tokens=n, temperature=0, speculative=True) for i, n in zip(ids, lengths)]
+    fed = []
+    infer = paged_batch.PagedBatchRunner.infer
+    monkeypatch.setattr(
+        paged_batch.PagedBatchRunner, "infer", lambda self, feeds: fed.append(set(feeds)) or infer(self, feeds)
+    )
+    results = run_generation_batch(model, tokenizer, jobs, BatchKey.of(jobs[0], model))
+    assert [r.new_tokens for r in results] == [local_greedy(local, i, n) for i, n in zip(ids, lengths)]
+    assert len(fed) > 3 and results[0].batch_size == 3
+    assert sum(0 in rows for rows in fed[1:]) <= 2, "row 0 leaves the calls after its 3 tokens"

@@ -88,11 +88,22 @@ def second_token_law(plain, prompt: list[int], processors: LogitsProcessorList |
     return sum(first[t] * law([*prompt, t]) for t in range(len(first)) if first[t] > 0)
 
 
-@pytest.mark.parametrize("drafter", ["prompt lookup", "draft model", "EAGLE head"])
-def test_speculative_sampling_keeps_the_processed_distribution(small, drafter):
-    """Temperature, top_p and repetition penalty shape the target and the drafter alike: the sampled tokens follow the
-    target's processed law (a processor applied to one side only moves the law far beyond the tolerance)."""
+@pytest.mark.parametrize(
+    "drafter, sample_drafts",
+    [
+        ("prompt lookup", False),
+        ("draft model", False),
+        ("draft model", True),
+        ("EAGLE head", False),
+        ("EAGLE head", True),
+    ],
+)
+def test_speculative_sampling_keeps_the_processed_distribution(small, drafter, sample_drafts, monkeypatch):
+    """Temperature, top_p and repetition penalty shape the target and (when it draws) the drafter alike: the sampled
+    tokens follow the target's processed law (a processor applied to one side only moves the law far beyond the
+    tolerance), whether model drafters propose their argmax (the default) or draw from their processed law."""
     target, plain, drafters = small
+    monkeypatch.setattr(target, "sample_drafts", sample_drafts)
     prompt = [3, 5, 4, 3, 5, 4, 3]
     processors = LogitsProcessorList(
         [RepetitionPenaltyLogitsProcessor(2.0), TemperatureLogitsWarper(0.4), TopPLogitsWarper(0.8)]
@@ -245,6 +256,49 @@ def test_batch_greedy_equals_optimum_intel_plain_batch(wide, drafter):
     # one padded sequence alone takes the same path
     one = target.generate(input_ids=ids[1:2], attention_mask=mask[1:2], **settings, **kwargs)
     assert torch.equal(one, plain.generate(input_ids=ids[1:2], attention_mask=mask[1:2], **settings))
+
+
+class RowLengths(StoppingCriteria):
+    """A criterion with a limit per row: row `i` stops after `limits[i]` new tokens."""
+
+    def __init__(self, width: int, limits: list[int]):
+        self.width, self.limits = width, torch.tensor(limits)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return input_ids.shape[1] - self.width >= self.limits[: input_ids.shape[0]]
+
+
+def test_batch_rows_stop_at_their_own_limits_and_leave_the_calls(wide, monkeypatch):
+    """A criterion that stops each row at its own length: the rows equal plain batch decoding with it (padded after
+    their stop), and a stopped row is fed to no later verification call."""
+    from optimum_dynexec import paged_batch
+
+    target, plain, drafters, _ = wide
+    ids, mask = left_padded_batch(BATCH)
+    limits = [3, 20, 9, 14]
+    free = plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    # plain batch decoding pads a stopped row only when an EOS is set: one that never comes
+    eos = min(set(range(target.config.vocab_size)) - set(free.flatten().tolist()))
+    settings = {"max_new_tokens": 20, "do_sample": False, "eos_token_id": eos, "pad_token_id": 0}
+    expected = plain.generate(
+        input_ids=ids, attention_mask=mask, stopping_criteria=[RowLengths(ids.shape[1], limits)], **settings
+    )
+    fed = []
+    infer = paged_batch.PagedBatchRunner.infer
+    monkeypatch.setattr(
+        paged_batch.PagedBatchRunner, "infer", lambda self, feeds: fed.append(set(feeds)) or infer(self, feeds)
+    )
+    got = target.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        stopping_criteria=[RowLengths(ids.shape[1], limits)],
+        prompt_lookup_num_tokens=3,
+        **settings,
+    )
+    assert torch.equal(got, expected)
+    for row, limit in enumerate(limits):
+        assert (got[row, ids.shape[1] + limit :] == 0).all()
+        assert sum(row in rows for rows in fed[1:]) <= limit - 1, "a stopped row leaves the verification calls"
 
 
 def test_batch_sampling_is_reproducible_and_keeps_rows_apart(wide):

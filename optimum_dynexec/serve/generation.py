@@ -27,6 +27,34 @@ class CancelCriteria(StoppingCriteria):
         return torch.full((input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device)
 
 
+class RowStops(StoppingCriteria):
+    """Stops each row of a merged call where its own request stops: its client went away, its `max_new_tokens`, or
+    the token that completes one of its stop strings. Plain batch decoding then pads the row; the batched speculative
+    loop takes it out of the verification calls (`speculative_loop.StopCheck` asks for each row's own answer).
+
+    Args:
+        jobs (`list[GenerationJob]`): the rows, in order.
+        width (`int`): the left-padded prompts' length.
+        tokenizer: the model's tokenizer (for the stop strings).
+    """
+
+    def __init__(self, jobs: list["GenerationJob"], width: int, tokenizer):
+        self.jobs, self.width = jobs, width
+        self.stops = [
+            StopStringCriteria(tokenizer=tokenizer, stop_strings=job.stop) if job.stop else None for job in jobs
+        ]
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids.shape[1] - self.width
+        done = [
+            job.cancel.is_set()
+            or new >= job.max_new_tokens
+            or bool(stop is not None and stop(ids[None], scores).any())
+            for job, stop, ids in zip(self.jobs, self.stops, input_ids)
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class TokenBridge(BaseStreamer):
     """A `generate()` streamer that hands each block of new token ids to an asyncio queue (the prompt, which
     `generate()` sends first as a 2-D tensor, is skipped); `None` marks the end."""
@@ -169,10 +197,10 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
     """Runs `jobs` (non-streaming, unseeded, all of `key`) in one left-padded `generate()` call on `model` (blocking:
     call it on the model's thread); the batch speculates in shared verification calls when `key.speculative`.
 
-    The call generates up to the largest `max_new_tokens` of its rows; each row is then cut where it would have
-    stopped alone: at its own `max_new_tokens`, its first EOS, or the token that completes one of its stop strings.
-    A job cancelled before the call is left out of it (its result is empty); the call stops early only when every
-    row's client has left. A lone remaining job runs as `run_generation` runs it.
+    Each row stops where it would have stopped alone (`RowStops`): at its own `max_new_tokens`, its first EOS, the
+    token that completes one of its stop strings, or when its client leaves; the speculative batch then stops
+    verifying it, plain batch decoding pads it, and the padding is cut off. A job cancelled before the call is left
+    out of it (its result is empty). A lone remaining job runs as `run_generation` runs it.
 
     Args:
         model (`OVModelForCausalLM`): the model.
@@ -201,7 +229,7 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
         "max_new_tokens": max(job.max_new_tokens for job in live),
         "min_new_tokens": key.min_new_tokens or None,
         "pad_token_id": pad,
-        "stopping_criteria": [CancelCriteria(*(job.cancel for job in live))],
+        "stopping_criteria": [RowStops(live, width, tokenizer)],
         **_decoding_kwargs(model, key.temperature, key.top_p, key.speculative),
     }
     torch.seed()  # unseeded requests only: never a previous seeded request's stream
