@@ -39,6 +39,7 @@ class ServingBenchConfig:
     techniques: list[str] = field(default_factory=lambda: list(TECHNIQUES))
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
     classify_requests: int = 400
+    classify_inputs: int = 1  # texts per /predict request (text-embeddings-inference clients often send a batch)
     generate_requests: int = 16
     max_tokens: int = 64
     prompt_words: int = 150
@@ -52,8 +53,10 @@ class ServingBenchConfig:
             raise ValueError(f"Unknown techniques {sorted(set(self.techniques) - set(TECHNIQUES))}; use {TECHNIQUES}.")
         if not self.concurrency or min(self.concurrency) < 1:
             raise ValueError(f"concurrency levels must be positive, got {self.concurrency}.")
-        if min(self.classify_requests, self.generate_requests, self.max_tokens) < 1 or self.ray_replicas < 0:
-            raise ValueError("request counts and max_tokens must be positive, ray_replicas 0 or more.")
+        if min(self.classify_requests, self.classify_inputs, self.generate_requests, self.max_tokens) < 1:
+            raise ValueError("request counts, classify_inputs and max_tokens must be positive.")
+        if self.ray_replicas < 0:
+            raise ValueError(f"ray_replicas must be 0 or more, got {self.ray_replicas}.")
         if not self.generation_batch or min(self.generation_batch) < 1:
             raise ValueError(f"generation_batch values must be positive, got {self.generation_batch}.")
         if self.precision not in PRECISIONS:
@@ -71,8 +74,10 @@ def _workloads(config: ServingBenchConfig) -> dict[str, tuple[Path, str, dict[st
 
     workloads = {}
     if "early-exit" in config.techniques:
-        texts = load_sentiment_splits()["test"].texts[:200]
-        bodies = {switch: [{"inputs": t, "early_exit": switch} for t in texts] for switch in (True, False)}
+        n = config.classify_inputs
+        texts = load_sentiment_splits()["test"].texts[: 200 * n]
+        inputs = texts[:200] if n == 1 else [texts[i : i + n] for i in range(0, len(texts), n)]
+        bodies = {switch: [{"inputs": t, "early_exit": switch} for t in inputs] for switch in (True, False)}
         workloads["early-exit"] = (early_exit_export_dir("fp32"), "/predict", bodies, config.classify_requests)
     if "speculative" in config.techniques:
         prompts = austen_prompts(4, config.prompt_words)["continue"]
