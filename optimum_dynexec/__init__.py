@@ -17,6 +17,7 @@ _LAZY = {
     "EarlyExitConfig": ".configuration",
     "export_early_exit": ".exporters.early_exit",
     "OVModelForCausalLM": ".modeling_decoder",
+    "RowStreamers": ".streamers",
     "OVStableDiffusionPipeline": ".modeling_diffusion",
     "OVStableDiffusionXLPipeline": ".modeling_diffusion",
     "OVLatentConsistencyModelPipeline": ".modeling_diffusion",
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         StepSaverXLPipelineOutput,
     )
     from .modeling_early_exit import EarlyExitClassifierOutput, OVModelForSequenceClassification
+    from .streamers import RowStreamers
 
 
 def __getattr__(name: str):
@@ -55,6 +57,7 @@ __all__ = [
     "OVModelForSequenceClassification",
     "OVStableDiffusionPipeline",
     "OVStableDiffusionXLPipeline",
+    "RowStreamers",
     "StepSaverConfig",
     "StepSaverPipelineOutput",
     "StepSaverXLPipelineOutput",

@@ -38,6 +38,7 @@ from .policies.lookahead import LookaheadSchedule, batch_schedule
 from .sampling import TokenSampler
 from .speculative_batch import speculative_decode_batch
 from .speculative_loop import speculative_decode
+from .streamers import RowStreamers
 from .target_graph import LOGITS_TO_KEEP, has_logits_slice
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if mask is not None and not bool(mask[:, -1].all()):
             return "right padding (pad on the left, as decoder-only models need)", None
         if input_ids.shape[0] > 1 or (mask is not None and not bool(mask.all())):
+            streamer = kwargs.get("streamer")
+            if streamer is not None and not isinstance(streamer, RowStreamers):
+                return "a streamer on a batch (stream each row with `RowStreamers`)", None
             if not self.paged_verification:
                 return "a batch or a padded sequence with paged_verification=False", None
             form = paged_form(self, _needs_hidden(assistant_model))
@@ -342,7 +346,9 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             sampler = TokenSampler(logits_processor, bool(generation_config.do_sample))
             mask = model_kwargs.get("attention_mask")
             if input_ids.shape[0] > 1 or (mask is not None and not bool(mask.all())):
-                return model._batch_decode(input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of)
+                return model._batch_decode(
+                    input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of, streamer
+                )
             drafter = drafter_of(False)
             sequence, stats = speculative_decode(
                 model,
@@ -368,7 +374,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             **kwargs,
         )
 
-    def _batch_decode(self, input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of):
+    def _batch_decode(self, input_ids, mask, generation_config, sampler, stopping_criteria, drafter_of, streamer):
         """Speculates for every row of a (left-padded) batch in shared verification calls
         (`speculative_batch.speculative_decode_batch`); returns what plain batch decoding returns: the padded prompts,
         then each row's new tokens, padded after a row that finished early."""
@@ -386,6 +392,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             int(generation_config.max_length) - ids.shape[1],
             sampler=sampler,
             stopping_criteria=stopping_criteria,
+            streamer=streamer,
         )
         self.last_speculative_stats = stats
         self.num_forward_calls += stats.target_calls + 1

@@ -11,12 +11,14 @@ distribution, and a row leaves the batch where it would stop in plain decoding.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .drafters import Drafter
 from .paged_batch import PagedBatchRunner
 from .policies.width import VerifyWidth, pad_to_width
 from .sampling import TokenSampler
 from .speculative_loop import SpeculativeStats, StopCheck, accept, extend
+from .streamers import RowStreamers
 from .target_graph import HIDDEN_OUTPUT
 
 _MAX_WIDTH = 32  # positions a row feeds per call at most (a proposal is shorter than the lookahead cap of 16)
@@ -32,6 +34,7 @@ def speculative_decode_batch(
     stopping_criteria=None,
     eos_token_id: int | list[int] | None = None,
     pad_patience: int = 2,
+    streamer: RowStreamers | None = None,
 ) -> tuple[list[list[int]], SpeculativeStats]:
     """Decodes several prompts at once with speculation.
 
@@ -43,6 +46,8 @@ def speculative_decode_batch(
         max_new_tokens (`int`): new tokens per row at most.
         sampler, stopping_criteria, eos_token_id, pad_patience: as in `speculative_loop.speculative_decode` (the
             padding keeps a call's total number of positions stable, see `_padded`).
+        streamer (`RowStreamers`, *optional*): row `i`'s accepted tokens go to its own streamer, which ends as soon
+            as the row stops (the prompts are not sent: `generate()` sends them).
 
     Returns:
         `(new_tokens, stats)`: each row's new tokens, and what the loop did (a target call serves every row).
@@ -66,7 +71,7 @@ def speculative_decode_batch(
     for i, row in enumerate(rows):
         row.append(sampler.pick(row, out[i]["logits"][-1])[0])
         drafters[i].begin(row[offsets[i] :], out[i][HIDDEN_OUTPUT] if hidden else None)
-        if not stops[i](row):
+        if not _stream(streamer, i, row[-1:], stops[i](row)):
             active.append(i)
     while active:
         proposals = {}
@@ -82,10 +87,20 @@ def speculative_decode_batch(
             runner.trim(i, len(row) - offsets[i] + n)
             features = out[i][HIDDEN_OUTPUT][: n + 1] if hidden else None
             drafters[i].update(row[offsets[i] :], proposal, n, new, features)
-            if extend(row, new, stops[i])[1]:
+            kept, done = extend(row, new, stops[i])
+            if _stream(streamer, i, kept, done):
                 finished.add(i)
         active = [i for i in active if i not in finished]
     return [row[len(pad) + len(prompt) :] for row, pad, prompt in zip(rows, pads, prompts)], stats
+
+
+def _stream(streamer: RowStreamers | None, row: int, tokens: list[int], done: bool) -> bool:
+    """Sends row `row`'s new `tokens` to its streamer (ending it when `done`); returns `done`."""
+    if streamer is not None:
+        streamer.put_row(row, torch.tensor(tokens))
+        if done:
+            streamer.end_row(row)
+    return done
 
 
 def _padded(feeds: dict[int, list[int]], widths: VerifyWidth) -> dict[int, np.ndarray]:

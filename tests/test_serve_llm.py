@@ -353,6 +353,43 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_text(batching_
         assert answer["dynexec"]["batch_size"] == 4 and answer["dynexec"]["speculative"] is speculative
 
 
+def test_concurrent_streams_share_a_speculative_call_and_each_gets_its_own_text(batching_server, local):
+    """3 streamed requests and one plain request arrive together: one speculative call of 4 rows, every stream's text
+    (and stop) is what the request gets alone; a stream that asks for no speculation runs alone."""
+    _, tokenizer = local
+    prompts, lengths = [*PROMPTS, "The quick brown fox"], [24, 10, 17, 30]
+    alone = [local_greedy(local, tokenizer(p)["input_ids"], n) for p, n in zip(prompts, lengths)]
+    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in alone]
+    answers = [None] * 4
+
+    def post(i: int) -> None:
+        body = {"prompt": prompts[i], "max_tokens": lengths[i], "temperature": 0, "stream": i < 3}
+        if i < 3:
+            with httpx.stream("POST", batching_server.url + "/v1/completions", json=body, timeout=60) as response:
+                lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "[DONE]"
+            chunks = [json.loads(line) for line in lines[:-1]]
+            answers[i] = ("".join(c["choices"][0]["text"] for c in chunks), chunks[-1]["choices"][0]["finish_reason"])
+        else:
+            choice = httpx.post(batching_server.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]
+            answers[i] = (choice["text"], choice["finish_reason"])
+
+    calls = batching_server.app.state.service.batcher.batch_sizes
+    before = len(calls)
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls[before:] == [4]
+    assert [a[0] for a in answers] == texts
+    assert [a[1] for a in answers] == ["length" if len(t) == n else "stop" for t, n in zip(alone, lengths)]
+    plain = {"prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0, "stream": True, "speculative": False}
+    with httpx.stream("POST", batching_server.url + "/v1/completions", json=plain, timeout=60) as response:
+        assert response.status_code == 200 and list(response.iter_lines())
+    assert len(calls) == before + 1, "a stream without speculation never joins a batch"
+
+
 def test_seeded_requests_are_never_batched(batching_server):
     calls = batching_server.app.state.service.batcher.batch_sizes
     before, count = len(calls), batch_sizes(batching_server.url)

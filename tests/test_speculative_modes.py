@@ -16,7 +16,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from optimum_dynexec import OVModelForCausalLM, modeling_decoder
+from optimum_dynexec import OVModelForCausalLM, RowStreamers, modeling_decoder
 from optimum_dynexec.eagle import OVEagleDraft
 from optimum_dynexec.exporters.eagle import export_eagle_draft
 from optimum_dynexec.sampling import draw
@@ -299,6 +299,44 @@ def test_batch_rows_stop_at_their_own_limits_and_leave_the_calls(wide, monkeypat
     for row, limit in enumerate(limits):
         assert (got[row, ids.shape[1] + limit :] == 0).all()
         assert sum(row in rows for rows in fed[1:]) <= limit - 1, "a stopped row leaves the verification calls"
+
+
+def test_batch_streams_each_row_to_its_own_streamer_and_ends_it_at_its_stop(wide, caplog):
+    """`RowStreamers` on a speculative batch: row i's streamer gets its prompt, then exactly its new tokens (none of
+    the padding after its EOS), and ends with its row; a plain streamer on a batch is named and decodes plainly."""
+    target, plain, drafters, _ = wide
+    ids, mask = left_padded_batch(BATCH)
+    free = plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=None)
+    eos = int(free[1, ids.shape[1] + 4])  # row 1 stops after 5 new tokens
+    settings = {"max_new_tokens": 20, "do_sample": False, "eos_token_id": eos, "pad_token_id": 0}
+    rows = [Collect() for _ in BATCH]
+    ended_at = []
+    for i, row in enumerate(rows):  # record the order in which rows end
+        row.end = lambda i=i, row=row: (ended_at.append(i), setattr(row, "ended", True))
+    out = target.generate(
+        input_ids=ids, attention_mask=mask, streamer=RowStreamers(rows), **settings, **drafters["prompt lookup"]
+    )
+    assert target.last_speculative_stats is not None
+    assert torch.equal(out, plain.generate(input_ids=ids, attention_mask=mask, **settings))
+    for i, row in enumerate(rows):
+        assert row.puts[0] == ids[i].tolist() and row.ended
+        new = out[i, ids.shape[1] :].tolist()
+        stop = new.index(eos) + 1 if eos in new else len(new)
+        assert sum(row.puts[1:], []) == new[:stop]
+    assert ended_at[0] == 1, "the row that stops first ends first"
+    modeling_decoder._warn_once.cache_clear()
+    single = Collect()
+    with caplog.at_level("WARNING"):
+        target.generate(input_ids=ids, attention_mask=mask, streamer=single, **settings, **drafters["prompt lookup"])
+    assert "a streamer on a batch" in caplog.text and target.last_speculative_stats is None
+    with pytest.raises(ValueError, match="holds 2 streamers, got a batch of 4 rows"):
+        target.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            streamer=RowStreamers(rows[:2]),
+            **settings,
+            **drafters["prompt lookup"],
+        )
 
 
 def test_batch_sampling_is_reproducible_and_keeps_rows_apart(wide):

@@ -14,6 +14,7 @@ from transformers.generation.stopping_criteria import StopStringCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from ..configuration import PROMPT_LOOKUP_NUM_TOKENS
+from ..streamers import RowStreamers
 
 
 class CancelCriteria(StoppingCriteria):
@@ -53,6 +54,16 @@ class RowStops(StoppingCriteria):
             for job, stop, ids in zip(self.jobs, self.stops, input_ids)
         ]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Unstreamed(BaseStreamer):
+    """The streamer of a row whose request does not stream."""
+
+    def put(self, value) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
 
 
 class TokenBridge(BaseStreamer):
@@ -119,7 +130,8 @@ class GenerationResult:
 class BatchKey:
     """What requests must share to run in one `generate()` call: the decoding mode (greedy, or sampling with one
     temperature and top-p), speculation on or off, and the floor under the output length (`min_new_tokens` acts on
-    every row of a call). Lengths and stop strings may differ: each row is cut to its own."""
+    every row of a call). Lengths and stop strings may differ: each row is cut to its own. Streamed requests join a
+    speculative call (its loop streams every row on its own, `RowStreamers`)."""
 
     do_sample: bool
     temperature: float | None
@@ -130,11 +142,11 @@ class BatchKey:
     @classmethod
     def of(cls, job: GenerationJob, model) -> "BatchKey | None":
         """The key of `job` on `model`, or `None` when it must run alone (a seed, which a shared batch cannot
-        reproduce, or a stream)."""
-        if job.seed is not None or job.streamer is not None:
+        reproduce, or a stream that would not speculate: plain batch decoding streams a row's padding too)."""
+        speculative = job.speculative if job.speculative is not None else model.speculative_config is not None
+        if job.seed is not None or (job.streamer is not None and not speculative):
             return None
         do_sample = bool(model.generation_config.do_sample) if job.temperature is None else job.temperature > 0
-        speculative = job.speculative if job.speculative is not None else model.speculative_config is not None
         if not do_sample:
             return cls(False, 0.0, None, speculative, job.min_new_tokens)
         return cls(True, job.temperature, job.top_p, speculative, job.min_new_tokens)
@@ -211,7 +223,11 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
     Returns:
         `list[GenerationResult]`: one per job, in order; `batch_size` is the number of rows of the call.
     """
-    live = [job for job in jobs if not job.cancel.is_set()]
+    cancelled = [job.cancel.is_set() for job in jobs]
+    live = [job for job, gone in zip(jobs, cancelled) if not gone]
+    for job, gone in zip(jobs, cancelled):
+        if gone and job.streamer is not None:
+            job.streamer.end()
     if len(live) <= 1:
         alive = {id(job) for job in live}
         return [
@@ -232,6 +248,8 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
         "stopping_criteria": [RowStops(live, width, tokenizer)],
         **_decoding_kwargs(model, key.temperature, key.top_p, key.speculative),
     }
+    if any(job.streamer is not None for job in live):
+        kwargs["streamer"] = RowStreamers([job.streamer or _Unstreamed() for job in live])
     torch.seed()  # unseeded requests only: never a previous seeded request's stream
     enabled, batches = model.speculation_enabled, model.speculate_batches
     model.speculation_enabled = model.speculative_config is not None and key.speculative

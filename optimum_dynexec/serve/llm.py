@@ -57,8 +57,8 @@ class TextAssembler:
 
 
 class LLMService:
-    """The causal LM endpoints. Non-streaming, unseeded requests that arrive together and share a `BatchKey` run in
-    one batched `generate()` call (up to `max_batch` rows); streams and seeded requests run alone.
+    """The causal LM endpoints. Unseeded requests that arrive together and share a `BatchKey` run in one batched
+    `generate()` call (up to `max_batch` rows); streams join only speculative calls, seeded requests run alone.
 
     Args:
         model (`OVModelForCausalLM`): the loaded model.
