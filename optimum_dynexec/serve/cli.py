@@ -53,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-generation-batch",
         type=int,
         default=defaults.max_generation_batch,
-        help="concurrent non-streaming generation requests merged into one batched call; 1 runs each alone "
-        "(default %(default)s)",
+        help="concurrent generation requests merged into one batched call (streams join speculative calls); 1 runs "
+        "each alone (default %(default)s)",
     )
     p.add_argument("--max-images", type=int, default=defaults.max_images)
     p.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens)

@@ -1,15 +1,19 @@
 """Serving the techniques over HTTP: requests/s and latency against concurrency, each technique on and off in the same
 server, on the reference models.
 
-- `early-exit`: the MiniLM sentiment classifier with exit heads behind `POST /predict`, one tweet per request, with
+- `early-exit`: the MiniLM sentiment classifier with exit heads behind `POST /predict`, `classify_inputs` tweets per
+  request (default one), with
   `early_exit` true or false per request (the server's micro-batcher groups concurrent requests into one call).
 - `speculative`: SmolLM2-135M behind `POST /v1/completions`, greedy, Austen passages to continue, with `speculative`
   true (prompt lookup) or false per request; tokens/s from the responses' usage. Measured once per server setting of
   `generation_batch` (`max_generation_batch`: 1 runs every request alone, more merges concurrent requests into one
   batched call); each embedded row records the mean rows per call the server reported.
 
-With `ray_replicas`, the same loads run against the app on Ray Serve with that many replicas (started here on a
-local Ray), to show how it scales on this machine. Writes JSON and a PNG under `benchmarks/`, prints a table.
+The embedded server runs in a process of its own (`ServerProcess`, `python -m optimum_dynexec.serve`), as it does in
+production: the load generator's Python never holds the server's interpreter lock (`server_process: false` runs it
+in a thread of this process, as the tests do). With `ray_replicas`, the same loads run against the app on Ray Serve
+with that many replicas (started here on a local Ray), to show how it scales on this machine. Writes JSON and a PNG
+under `benchmarks/`, prints a table.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +55,7 @@ class ServingBenchConfig:
     precision: str = "default"
     ray_replicas: int = 2  # 0: no Ray Serve rows
     generation_batch: list[int] = field(default_factory=lambda: [1, 4])  # the server's max_generation_batch values
+    server_process: bool = True  # the embedded server in a process of its own (False: a thread of this process)
     name: str = "serving"
 
     def __post_init__(self):
@@ -144,7 +154,11 @@ def run_benchmark(config: ServingBenchConfig, output_dir: str | Path = "benchmar
             settings = ServeSettings(
                 ov_config=ov_config, max_queue=max(config.concurrency), max_generation_batch=batch or 1
             )
-            with BackgroundServer(build_fastapi_app(folder, settings)) as server:
+            if config.server_process:
+                server = ServerProcess(folder, settings)
+            else:
+                server = BackgroundServer(build_fastapi_app(folder, settings))
+            with server:
                 url, levels = server.url, config.concurrency
                 rows += _measure(url, path, bodies, requests, levels, "embedded", technique, batch, True)
     if config.ray_replicas:
@@ -153,6 +167,55 @@ def run_benchmark(config: ServingBenchConfig, output_dir: str | Path = "benchmar
     png = save_results(results, output_dir, config.name)
     plot(rows, png)
     return results
+
+
+class ServerProcess:
+    """`python -m optimum_dynexec.serve folder` with `settings`, on a free port of 127.0.0.1, in a process of its own;
+    started on entering (once `/health` answers), stopped on leaving.
+
+    Raises:
+        `RuntimeError`: when the server exits or does not answer within `startup_timeout` seconds (with its log).
+    """
+
+    def __init__(self, folder: Path, settings: ServeSettings, startup_timeout: float = 300.0):
+        self.folder, self.settings, self.startup_timeout = folder, settings, startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> "ServerProcess":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        s = self.settings
+        command = [sys.executable, "-m", "optimum_dynexec.serve", str(self.folder), "--port", str(port)]
+        command += ["--max-queue", str(s.max_queue), "--max-generation-batch", str(s.max_generation_batch)]
+        command += ["--max-batch-size", str(s.max_batch_size), "--log-level", "warning"]
+        if s.ov_config:
+            command += ["--ov-config", json.dumps(s.ov_config)]
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                self.log.seek(0)
+                raise RuntimeError(f"The server did not start: {' '.join(command)}\n{self.log.read()[-3000:]}")
+            time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def _ray_rows(config: ServingBenchConfig, workloads: dict, ov_config: dict) -> list[dict]:
