@@ -269,3 +269,25 @@ def test_config_with_draft_and_prompt_lookup():
     config = SpeculativeConfig(draft_type="eagle", prompt_lookup_num_tokens=4)
     assert config.generate_kwargs()["prompt_lookup_num_tokens"] == 4
     assert "prompt_lookup_num_tokens" not in SpeculativeConfig().generate_kwargs()
+
+
+def test_a_fresh_head_over_a_gemma3_target_passes_its_features_through():
+    """Gemma-3 scales its embeddings, keeps its RoPE per layer type and norms of another form: a fresh head still
+    starts by passing the target's feature through, so its logits are the target's over the reduced vocabulary."""
+    from tiny_models import FAMILY_CONFIGS
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=96, **FAMILY_CONFIGS["gemma3_text"])
+    target = Gemma3ForCausalLM(config).eval()
+    token_ids = torch.arange(0, 96, 3)
+    head = EagleDraftModel.from_target(target, token_ids).eval()
+    ids = torch.randint(3, 96, (1, 7))
+    with torch.no_grad():
+        out = target(ids, output_hidden_states=True)
+        logits, _, _, _ = head(
+            ids[:, 1:], out.hidden_states[-1][:, :-1], torch.ones(1, 6, dtype=torch.long), torch.arange(6)[None],
+            *head.empty_cache(),
+        )  # fmt: skip
+        torch.testing.assert_close(logits, out.logits[:, :-1, token_ids], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(head.embed_tokens(ids), target.model.embed_tokens(ids))
