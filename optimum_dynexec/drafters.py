@@ -260,8 +260,9 @@ def _draft_one(
     In a sampling call with `sample=False` the drafter proposes the argmax of its raw logits, a point mass as prompt
     lookup's proposals are: the target's acceptance keeps the output's distribution exact whatever is proposed, and
     the drafter skips the processors (top-p sorts the vocabulary) and the draw at every drafted token. On SmolLM2
-    with its EAGLE head that is ~1.5x faster than drawing, for ~6% fewer tokens per target call (temperature 0.7,
-    top-p 0.9).
+    with its EAGLE head (continuations, temperature 0.7, top-p 0.9, one quiet run) the head alone gave 1.20x plain
+    sampling proposing its argmax and 1.03x drawing (1.55 and 1.73 tokens per target call); with prompt lookup, 1.26x
+    and 1.24x.
     """
     if sampler.do_sample and not sample:
         token, dist = int(np.argmax(logits)), None

@@ -282,7 +282,9 @@ def test_metrics_count_requests_tokens_and_acceptance(http):
 @pytest.fixture(scope="module")
 def batching_server(folder):
     """Room for 4 waiting requests, and a long batching window: 4 concurrent requests fill one batch."""
-    app = build_fastapi_app(folder, ov_config=EXACT, max_queue=8, max_generation_batch=4, max_wait_ms=2000)
+    app = build_fastapi_app(
+        folder, ov_config=EXACT, max_queue=8, max_generation_batch=4, max_wait_ms=2000, batch_speculation=True
+    )
     with BackgroundServer(app) as running:
         yield running
 
@@ -416,6 +418,30 @@ def test_max_generation_batch_1_runs_every_request_alone(folder, local):
         assert batch_sizes(running.url) == (4, 4)
     assert [a["choices"][0]["text"] for a in answers] == texts
     assert all("batch_size" not in a["dynexec"] for a in answers)
+
+
+def test_shared_calls_decode_plainly_unless_batch_speculation(folder, local):
+    """By default a call shared by several requests decodes plainly (a stream then runs alone); a lone request still
+    speculates; `--batch-speculation` turns speculative shared calls on."""
+    from optimum_dynexec.serve.cli import parser, settings_from_args
+    from optimum_dynexec.serve.generation import BatchKey, GenerationJob, TokenBridge, run_generation_batch
+
+    model, tokenizer = local
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    jobs = [GenerationJob(i, max_new_tokens=12, temperature=0, speculative=True) for i in ids]
+    key = BatchKey.of(jobs[0], model, batch_speculation=False)
+    assert key == BatchKey.of(GenerationJob(ids[0], 12, temperature=0, speculative=False), model, False)
+    assert not key.speculative and BatchKey.of(jobs[0], model, batch_speculation=True).speculative
+    results = run_generation_batch(model, tokenizer, jobs, key)
+    assert all(r.target_calls is None and r.batch_size == 3 for r in results), "the shared call did not speculate"
+    assert [r.new_tokens for r in results] == [local_greedy(local, i, 12) for i in ids]
+    alone = run_generation_batch(model, tokenizer, jobs[:1], key)[0]
+    assert alone.target_calls is not None, "a request alone speculates"
+    stream = GenerationJob(ids[0], 12, temperature=0, streamer=TokenBridge(None))
+    assert BatchKey.of(stream, model, batch_speculation=False) is None
+    assert BatchKey.of(stream, model, batch_speculation=True) is not None
+    assert not settings_from_args(parser().parse_args(["f"])).batch_speculation
+    assert settings_from_args(parser().parse_args(["f", "--batch-speculation"])).batch_speculation
 
 
 def test_max_generation_batch_is_validated():

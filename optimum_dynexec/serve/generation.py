@@ -140,10 +140,12 @@ class BatchKey:
     min_new_tokens: int
 
     @classmethod
-    def of(cls, job: GenerationJob, model) -> "BatchKey | None":
+    def of(cls, job: GenerationJob, model, batch_speculation: bool = True) -> "BatchKey | None":
         """The key of `job` on `model`, or `None` when it must run alone (a seed, which a shared batch cannot
-        reproduce, or a stream that would not speculate: plain batch decoding streams a row's padding too)."""
+        reproduce, or a stream that would not speculate: plain batch decoding streams a row's padding too). Without
+        `batch_speculation` a shared call decodes plainly, whatever its requests ask (each speculates when alone)."""
         speculative = job.speculative if job.speculative is not None else model.speculative_config is not None
+        speculative = speculative and batch_speculation
         if job.seed is not None or (job.streamer is not None and not speculative):
             return None
         do_sample = bool(model.generation_config.do_sample) if job.temperature is None else job.temperature > 0

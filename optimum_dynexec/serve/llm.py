@@ -58,7 +58,8 @@ class TextAssembler:
 
 class LLMService:
     """The causal LM endpoints. Unseeded requests that arrive together and share a `BatchKey` run in one batched
-    `generate()` call (up to `max_batch` rows); streams join only speculative calls, seeded requests run alone.
+    `generate()` call (up to `max_batch` rows), which speculates only with `batch_speculation`; streams join only
+    speculative calls, seeded requests run alone.
 
     Args:
         model (`OVModelForCausalLM`): the loaded model.
@@ -70,6 +71,7 @@ class LLMService:
         max_batch (`int`, defaults to 1): rows per generation call; 1 runs every request alone.
         max_wait_ms (`float`, defaults to 5): how long a batch waits for more requests (requests that arrive while
             a call runs join the next batch anyway).
+        batch_speculation (`bool`, defaults to `False`): a call of several requests speculates (`ServeSettings`).
     """
 
     def __init__(
@@ -82,11 +84,12 @@ class LLMService:
         default_max_tokens: int,
         max_batch: int = 1,
         max_wait_ms: float = 5.0,
+        batch_speculation: bool = False,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}.")
         self.model, self.tokenizer, self.worker, self.metrics, self.name = model, tokenizer, worker, metrics, name
-        self.default_max_tokens = default_max_tokens
+        self.default_max_tokens, self.batch_speculation = default_max_tokens, batch_speculation
         self.context = getattr(model.config, "max_position_embeddings", None)
         self.batcher = None
         if max_batch > 1:
@@ -176,7 +179,7 @@ class LLMService:
         Raises:
             `APIError`: 429 when the queue is full (for a batched job, from the returned future).
         """
-        key = None if self.batcher is None else BatchKey.of(job, self.model)
+        key = None if self.batcher is None else BatchKey.of(job, self.model, self.batch_speculation)
         if key is None:
             future = self.worker.submit(run_generation, self.model, self.tokenizer, job)
         else:

@@ -48,6 +48,7 @@ class RayAppArgs(BaseModel):
     max_batch_size: int = Field(32, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
     max_generation_batch: int = Field(ServeSettings.max_generation_batch, ge=1)
+    batch_speculation: bool = ServeSettings.batch_speculation
     precision: str | None = Field(None, pattern="^(f32|bf16|f16)$")
     exit_threshold: float | None = Field(None, ge=0, le=1)
     device: str = "CPU"

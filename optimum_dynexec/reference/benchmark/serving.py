@@ -56,6 +56,9 @@ class ServingBenchConfig:
     ray_replicas: int = 2  # 0: no Ray Serve rows
     generation_batch: list[int] = field(default_factory=lambda: [1, 4])  # the server's max_generation_batch values
     server_process: bool = True  # the embedded server in a process of its own (False: a thread of this process)
+    batch_speculation: bool = (
+        True  # shared generation calls speculate when the requests ask (the server's default: no)
+    )
     name: str = "serving"
 
     def __post_init__(self):
@@ -152,7 +155,10 @@ def run_benchmark(config: ServingBenchConfig, output_dir: str | Path = "benchmar
     for technique, (folder, path, bodies, requests) in workloads.items():
         for batch in _batches(config, technique):
             settings = ServeSettings(
-                ov_config=ov_config, max_queue=max(config.concurrency), max_generation_batch=batch or 1
+                ov_config=ov_config,
+                max_queue=max(config.concurrency),
+                max_generation_batch=batch or 1,
+                batch_speculation=config.batch_speculation,
             )
             if config.server_process:
                 server = ServerProcess(folder, settings)
@@ -190,6 +196,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "optimum_dynexec.serve", str(self.folder), "--port", str(port)]
         command += ["--max-queue", str(s.max_queue), "--max-generation-batch", str(s.max_generation_batch)]
         command += ["--max-batch-size", str(s.max_batch_size), "--log-level", "warning"]
+        command += ["--batch-speculation"] if s.batch_speculation else []
         if s.ov_config:
             command += ["--ov-config", json.dumps(s.ov_config)]
         self.log = tempfile.TemporaryFile("w+")
@@ -237,6 +244,7 @@ def _ray_rows(config: ServingBenchConfig, workloads: dict, ov_config: dict) -> l
                     ov_config=ov_config,
                     max_queue=max(config.concurrency),
                     max_generation_batch=batch or 1,
+                    batch_speculation=config.batch_speculation,
                 )
                 serve.run(app, name=technique, route_prefix="/")
                 server = f"Ray Serve x{config.ray_replicas}"
