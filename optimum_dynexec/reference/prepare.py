@@ -215,14 +215,7 @@ def gemma_eagle_run_dir(budget: Budget | None = None) -> Path:
 def gemma_eagle_dir(budget: Budget | None = None) -> Path | None:
     """The trained EAGLE head of Gemma-3-270M (of `budget`) exported to OpenVINO, or `None` when it is not trained
     yet."""
-    run = gemma_eagle_run_dir(budget)
-    if not (run / WEIGHTS_FILE).exists():
-        return None
-    out = cache_dir("exports") / f"{run.name}-ov-fp32"
-    if not (out / "eagle_config.json").exists():
-        with building(out) as tmp:
-            export_eagle_for(gemma_path(), run, tmp)
-    return out
+    return _eagle_export(gemma_eagle_run_dir(budget), gemma_path)
 
 
 def prepare_gemma_eagle(budget: Budget | None = None) -> Path:
@@ -275,13 +268,18 @@ def smollm2_draft_dir(weight_format: str = "fp32", budget: Budget | None = None)
 
 def smollm2_eagle_dir(budget: Budget | None = None) -> Path | None:
     """The trained EAGLE head of SmolLM2 (of `budget`) exported to OpenVINO, or `None` when it is not trained yet."""
-    run = eagle_run_dir(budget)
+    return _eagle_export(eagle_run_dir(budget), smollm2_dir)
+
+
+def _eagle_export(run: Path, target_dir: Callable[[], Path]) -> Path | None:
+    """The EAGLE head trained in `run` exported to OpenVINO (once, with the target folder `target_dir()`), or `None`
+    when it is not trained yet."""
     if not (run / WEIGHTS_FILE).exists():
         return None
     out = cache_dir("exports") / f"{run.name}-ov-fp32"
     if not (out / "eagle_config.json").exists():
         with building(out) as tmp:
-            export_eagle_for(smollm2_dir(), run, tmp)
+            export_eagle_for(target_dir(), run, tmp)
     return out
 
 
