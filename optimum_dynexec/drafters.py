@@ -252,7 +252,7 @@ def _length(schedule: LookaheadSchedule, max_tokens: int) -> int:
 
 
 def _draft_one(
-    sampler: TokenSampler, seq: list[int], logits: np.ndarray, threshold: float, drafted, probs, sample: bool = True
+    sampler: TokenSampler, seq: list[int], logits: np.ndarray, threshold: float, drafted, probs, sample: bool
 ) -> int | None:
     """The drafter's next token after `seq` from its `logits`, appended to `seq`, `drafted` and (its distribution)
     `probs`; `None` when the drafter's top probability is below `threshold` (then nothing is appended).

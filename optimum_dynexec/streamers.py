@@ -44,7 +44,7 @@ class RowStreamers(BaseStreamer):
             raise ValueError(f"RowStreamers holds {len(self.rows)} streamers, got a batch of {value.shape[0]} rows.")
         for i, streamer in enumerate(self.rows):
             if not self._ended[i]:
-                streamer.put(value[i : i + 1] if value.ndim > 1 else value[i : i + 1].reshape(1))
+                streamer.put(value[i : i + 1])
 
     def put_row(self, row: int, tokens: torch.Tensor) -> None:
         """Row `row`'s next accepted tokens (1-D)."""

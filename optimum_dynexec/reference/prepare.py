@@ -173,10 +173,13 @@ def draft_config(budget: Budget | None = None) -> DraftConfig:
 def eagle_config(budget: Budget | None = None) -> EagleConfig:
     """The SmolLM2 EAGLE head's training settings under `budget` (default: the active one)."""
     budget = budget or active_budget()
-    text = budget.eagle_windows * 4 // 5
-    return EagleConfig(
-        max_minutes=budget.eagle_minutes, text_windows=text, continuation_windows=budget.eagle_windows - text
-    )
+    return _eagle_recipe(budget.eagle_minutes, budget.eagle_windows)
+
+
+def _eagle_recipe(minutes: float, windows: int) -> EagleConfig:
+    """The reference EAGLE recipe within `minutes` on `windows` training windows: 4/5 book text, 1/5 continuations."""
+    text = windows * 4 // 5
+    return EagleConfig(max_minutes=minutes, text_windows=text, continuation_windows=windows - text)
 
 
 def _run_dir(prefix: str, config) -> Path:
@@ -199,12 +202,7 @@ def gemma_eagle_config(budget: Budget | None = None) -> EagleConfig:
     """The Gemma-3-270M EAGLE head's training settings under `budget` (default: the active one): SmolLM2's recipe,
     the reduced vocabulary (8,192 of 262,144 tokens) included."""
     budget = budget or active_budget()
-    text = budget.gemma_eagle_windows * 4 // 5
-    return EagleConfig(
-        max_minutes=budget.gemma_eagle_minutes,
-        text_windows=text,
-        continuation_windows=budget.gemma_eagle_windows - text,
-    )
+    return _eagle_recipe(budget.gemma_eagle_minutes, budget.gemma_eagle_windows)
 
 
 def gemma_eagle_run_dir(budget: Budget | None = None) -> Path:
@@ -220,14 +218,7 @@ def gemma_eagle_dir(budget: Budget | None = None) -> Path | None:
 
 def prepare_gemma_eagle(budget: Budget | None = None) -> Path:
     """Trains the Gemma-3-270M EAGLE head of `budget` on Austen's novels (without the benchmark's passages), once."""
-    from .austen import training_texts
-
-    run = gemma_eagle_run_dir(budget)
-    if not (run / WEIGHTS_FILE).exists():
-        config = gemma_eagle_config(budget)
-        ov = prepare_gemma()
-        logger.info("training the Gemma EAGLE head (%g minutes after its data, once) into %s", config.max_minutes, run)
-        train_eagle(run, gemma_path(), ov, config, training_texts())
+    _train_eagle_once("Gemma", gemma_eagle_run_dir(budget), gemma_eagle_config(budget), gemma_path, prepare_gemma)
     return gemma_eagle_dir(budget)
 
 
@@ -297,16 +288,24 @@ def prepare_draft(budget: Budget | None = None) -> Path:
 
 def prepare_eagle(budget: Budget | None = None) -> Path:
     """Trains the SmolLM2 EAGLE head of `budget` on Austen's novels (without the benchmark's passages), once."""
+    _train_eagle_once(
+        "SmolLM2", eagle_run_dir(budget), eagle_config(budget), smollm2_dir, lambda: smollm2_openvino_dir("fp32")
+    )
+    return smollm2_eagle_dir(budget)
+
+
+def _train_eagle_once(
+    name: str, run: Path, config: EagleConfig, hf_dir: Callable[[], Path], openvino_dir: Callable[[], Path]
+) -> None:
+    """Trains the EAGLE head of target `name` (its transformers folder `hf_dir()`, its export `openvino_dir()`) in
+    `run` with `config`, unless it is trained already."""
     from .austen import training_texts
 
-    run = eagle_run_dir(budget)
     if not (run / WEIGHTS_FILE).exists():
-        config = eagle_config(budget)
         logger.info(
-            "training the SmolLM2 EAGLE head (%g minutes after its data, once) into %s", config.max_minutes, run
+            "training the %s EAGLE head (%g minutes after its data, once) into %s", name, config.max_minutes, run
         )
-        train_eagle(run, smollm2_dir(), smollm2_openvino_dir("fp32"), config, training_texts())
-    return smollm2_eagle_dir(budget)
+        train_eagle(run, hf_dir(), openvino_dir(), config, training_texts())
 
 
 # --------------------------------------------------------------------------------------------------- steps and CLI

@@ -241,13 +241,14 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
     width = max(len(job.input_ids) for job in live)
     ids = torch.tensor([[pad] * (width - len(job.input_ids)) + job.input_ids for job in live], dtype=torch.long)
     mask = torch.tensor([[0] * (width - len(job.input_ids)) + [1] * len(job.input_ids) for job in live])
+    stops = RowStops(live, width, tokenizer)  # also cuts each row afterwards (`_cut`)
     kwargs = {
         "input_ids": ids,
         "attention_mask": mask,
         "max_new_tokens": max(job.max_new_tokens for job in live),
         "min_new_tokens": key.min_new_tokens or None,
         "pad_token_id": pad,
-        "stopping_criteria": [RowStops(live, width, tokenizer)],
+        "stopping_criteria": [stops],
         **_decoding_kwargs(model, key.temperature, key.top_p, key.speculative),
     }
     if any(job.streamer is not None for job in live):
@@ -262,8 +263,8 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
         model.speculation_enabled, model.speculate_batches = enabled, batches
     stats = model.last_speculative_stats
     rows = {}
-    for job, row in zip(live, out[:, width:].tolist()):
-        new = _cut(row, job, set(eos), tokenizer)
+    for job, row, stop in zip(live, out[:, width:].tolist(), stops.stops):
+        new = _cut(row, job, set(eos), stop)
         if stats is None:
             rows[id(job)] = GenerationResult(new, None, batch_size=len(live))
         else:
@@ -271,14 +272,13 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
     return [rows.get(id(job), GenerationResult([], None)) for job in jobs]
 
 
-def _cut(tokens: list[int], job: GenerationJob, eos: set[int], tokenizer) -> list[int]:
+def _cut(tokens: list[int], job: GenerationJob, eos: set[int], stop: StopStringCriteria | None) -> list[int]:
     """`tokens` (a batch row's) up to where `job` alone would have stopped: its length, its first EOS, or the token
-    that completes one of its stop strings (transformers' `StopStringCriteria` over prompt and output, as alone)."""
+    that completes one of its stop strings (`stop`, the row's criterion of the call, over prompt and output)."""
     tokens = tokens[: job.max_new_tokens]
     end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
-    if job.stop:
-        criteria = StopStringCriteria(tokenizer=tokenizer, stop_strings=job.stop)
+    if stop is not None:
         ids = torch.tensor([job.input_ids + tokens[:end]], dtype=torch.long)
         prompt = len(job.input_ids)
-        end = next((k for k in range(1, end + 1) if bool(criteria(ids[:, : prompt + k], None).any())), end)
+        end = next((k for k in range(1, end + 1) if bool(stop(ids[:, : prompt + k], None).any())), end)
     return tokens[:end]

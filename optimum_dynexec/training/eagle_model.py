@@ -111,8 +111,9 @@ class EagleDraftModel(nn.Module):
         hidden = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, hidden)
         self.fc = nn.Linear(2 * hidden, hidden, bias=True)
-        self.layer = EagleLayer(layer_config(config))
-        self.rotary_emb = LlamaRotaryEmbedding(layer_config(config))
+        layer = layer_config(config)
+        self.layer = EagleLayer(layer)
+        self.rotary_emb = LlamaRotaryEmbedding(layer)
         self.lm_head = nn.Linear(hidden, len(token_ids), bias=False)
         self.register_buffer("token_ids", token_ids.to(torch.long).clone(), persistent=True)
 
