@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .paged_runner import BLOCK_SIZE, paged_form
-from .target_graph import HIDDEN_OUTPUT
+from .target_graph import HIDDEN_OUTPUT, LOGITS_INDICES
 
 
 class PagedBatchRunner:
@@ -37,9 +37,12 @@ class PagedBatchRunner:
         self.form.forget()  # the batch lays its sequences out in blocks of its own
         self.lengths = np.zeros(num_sequences, dtype=np.int64)
 
-    def infer(self, feeds: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    def infer(
+        self, feeds: dict[int, np.ndarray], logits_at: dict[int, np.ndarray] | None = None
+    ) -> dict[int, dict[str, np.ndarray]]:
         """Outputs per sequence after feeding `feeds` (`{sequence: tokens (n,)}`) on top of what each holds:
-        `logits` `(n, vocab)`, and `hidden_states` `(n, hidden)` when compiled with it."""
+        `logits` at the positions `logits_at[sequence]` of its feed (default: all `n`), and `hidden_states`
+        `(n, hidden)` when compiled with it. The LM head runs on the positions asked for only."""
         order = list(feeds)
         counts = np.asarray([len(feeds[i]) for i in order], dtype=np.int64)
         past = self.lengths[order]
@@ -50,27 +53,31 @@ class PagedBatchRunner:
         block_ids = [
             np.arange(i * self.blocks_per_sequence, i * self.blocks_per_sequence + u) for i, u in zip(order, used)
         ]
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        logits_at = logits_at or {}
+        picked = [np.asarray(logits_at.get(i, np.arange(c)), dtype=np.int64) for i, c in zip(order, counts)]
+        if any(len(p) and (p.min() < 0 or p.max() >= c) for p, c in zip(picked, counts)):
+            raise ValueError("logits_at asks for a position outside a sequence's feed.")
         inputs = {
             "input_ids": np.concatenate([np.asarray(feeds[i], dtype=np.int64) for i in order]),
             "position_ids": np.concatenate([np.arange(p, t) for p, t in zip(past, totals)]).astype(np.int64),
             "past_lens": past.astype(np.int32),
-            "subsequence_begins": np.concatenate([[0], np.cumsum(counts)]).astype(np.int32),
+            "subsequence_begins": bounds.astype(np.int32),
             "block_indices": np.concatenate(block_ids).astype(np.int32),
             "block_indices_begins": np.concatenate([[0], np.cumsum(used)]).astype(np.int32),
             "max_context_len": np.asarray(totals.max(), dtype=np.int32),
-            "logits_to_keep": np.asarray([counts.sum()], dtype=np.int64),
+            LOGITS_INDICES: np.concatenate([p + b for p, b in zip(picked, bounds)]),
         }
         out = self.request.infer({k: v for k, v in inputs.items() if k in self.names}, share_inputs=True)
         self.lengths[order] = totals
         logits = out["logits"][:, 0]
         hidden = out[HIDDEN_OUTPUT][:, 0] if self.has_hidden else None
-        bounds = np.concatenate([[0], np.cumsum(counts)])
+        kept = np.concatenate([[0], np.cumsum([len(p) for p in picked])])
         result = {}
         for j, i in enumerate(order):
-            rows = slice(bounds[j], bounds[j + 1])
-            result[i] = {"logits": logits[rows]}  # `infer` returns copies: no request reuse overwrites them
+            result[i] = {"logits": logits[kept[j] : kept[j + 1]]}  # `infer` returns copies: no reuse overwrites them
             if hidden is not None:
-                result[i][HIDDEN_OUTPUT] = hidden[rows]
+                result[i][HIDDEN_OUTPUT] = hidden[bounds[j] : bounds[j + 1]]
         return result
 
     def trim(self, sequence: int, length: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import openvino as ov
 
 from .policies.width import pad_to_width
-from .target_graph import HIDDEN_OUTPUT, add_hidden_output, add_logits_slice
+from .target_graph import HIDDEN_OUTPUT, LOGITS_INDICES, add_hidden_output, add_logits_gather
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _GROW_BLOCKS = 16  # the cache grows by at least this many blocks (512 tokens) a
 
 
 def build_paged_model(model: ov.Model, hidden_states: bool = False) -> ov.Model:
-    """A paged-attention copy of a stateful causal LM graph, with `logits_to_keep` (and `hidden_states` if asked).
+    """A paged-attention copy of a stateful causal LM graph, with `logits_indices` (and `hidden_states` if asked).
 
     Raises:
         `ValueError`: when the graph has no paged-attention form (no KV states, or no LM head found).
@@ -42,7 +42,7 @@ def build_paged_model(model: ov.Model, hidden_states: bool = False) -> ov.Model:
         raise ValueError(f"This model has no paged-attention form: {error}") from error
     if not any(name.startswith("key_cache.") for port in paged.inputs for name in port.get_names()):
         raise ValueError("This model has no paged-attention form: it has no KV cache.")
-    add_logits_slice(paged, axis=0)  # the paged graph lays tokens out along axis 0, (tokens, 1, hidden)
+    add_logits_gather(paged, axis=0)  # the paged graph lays tokens out along axis 0, (tokens, 1, hidden)
     if hidden_states:
         add_hidden_output(paged)
     return paged
@@ -244,7 +244,7 @@ class PagedRunner:
             "block_indices": np.arange(blocks, dtype=np.int32),
             "block_indices_begins": np.asarray([0, blocks], dtype=np.int32),
             "max_context_len": np.asarray(total, dtype=np.int32),
-            "logits_to_keep": np.asarray([keep or n + pad], dtype=np.int64),
+            LOGITS_INDICES: np.arange(n + pad - (keep or n + pad), n + pad, dtype=np.int64),
         }
         request = self.step_request if n + pad == 1 and self.step_request is not None else self.request
         out = request.infer({k: v for k, v in feeds.items() if k in self.names}, share_inputs=True)

@@ -66,7 +66,9 @@ def speculative_decode_batch(
         for i, row in enumerate(rows)
     ]
     stats = SpeculativeStats()
-    out = runner.infer({i: np.asarray(p, dtype=np.int64) for i, p in enumerate(prompts)})
+    # the prefill reads each prompt's last logits only: the LM head skips the other positions
+    prefill = {i: np.asarray(p, dtype=np.int64) for i, p in enumerate(prompts)}
+    out = runner.infer(prefill, {i: [len(p) - 1] for i, p in prefill.items()})
     active, finished = [], set()
     for i, row in enumerate(rows):
         row.append(sampler.pick(row, out[i]["logits"][-1])[0])
@@ -79,7 +81,7 @@ def speculative_decode_batch(
             room = stops[i].max_length - len(rows[i])
             proposals[i] = drafters[i].propose(rows[i][offsets[i] :], room, sampler)
         feeds = {i: [rows[i][-1], *proposals[i].tokens.tolist()] for i in active}
-        out = runner.infer(_padded(feeds, widths))
+        out = runner.infer(_padded(feeds, widths), {i: np.arange(len(f)) for i, f in feeds.items()})
         stats.target_calls += 1
         for i in active:
             proposal, row = proposals[i], rows[i]

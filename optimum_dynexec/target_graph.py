@@ -1,10 +1,13 @@
 """Graph edits the lean speculative loop makes on a loaded OpenVINO causal LM (never on the exported IR).
 
 - `hidden_states` output: the LM head's input, `(batch, length, hidden)`, which an EAGLE head reads.
-- `logits_to_keep` input: the LM head runs on the last `logits_to_keep` positions only. A prompt of 300 tokens
+- `logits_to_keep` input (stateful graph): the LM head runs on the last `logits_to_keep` positions only. A prompt of 300 tokens
   then costs one row of logits instead of 300 (SmolLM2's head is a fifth of its weights, and 300 rows of 49152
   float logits are 59 MB to copy). This package's `OVModelForCausalLM.forward` feeds the full length, so plain
   decoding through the edited graph returns the same logits as optimum-intel's.
+- `logits_indices` input (paged graph): the LM head runs on the positions listed only, so that a call of several
+  sequences computes the logits it reads and no more (the last position of each prompt in a batch's prefill: 4
+  prompts of 215 tokens take 0.50 s instead of 0.64 s on SmolLM2-135M).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 HIDDEN_OUTPUT = "hidden_states"
 LOGITS_TO_KEEP = "logits_to_keep"
+LOGITS_INDICES = "logits_indices"
+_HEAD_FEEDS = (f"{LOGITS_TO_KEEP}/slice", f"{LOGITS_INDICES}/gather")  # the nodes this module puts before the head
 
 
 # element-wise ops a family may apply to the LM head's output, each position on its own (a cast, cohere's logit scale,
@@ -51,7 +56,7 @@ def _head_input(model: ov.Model):
     """The LM head's input port and the output feeding it (skipping a Slice this module added)."""
     port = _lm_head(model).input(0)
     source = port.get_source_output()
-    if source.get_node().get_friendly_name() == f"{LOGITS_TO_KEEP}/slice":
+    if source.get_node().get_friendly_name() in _HEAD_FEEDS:
         source = source.get_node().input_value(0)
     while source.get_node().get_type_name() == "Convert":
         source = source.get_node().input_value(0)
@@ -88,6 +93,22 @@ def add_logits_slice(model: ov.Model, axis: int = 1) -> bool:
     sliced = ops.slice(source, start, stop, one, axes, name=f"{LOGITS_TO_KEEP}/slice")
     port.replace_source_output(sliced.output(0))
     model.add_parameters([keep])
+    model.validate_nodes_and_infer_types()
+    return True
+
+
+def add_logits_gather(model: ov.Model, axis: int = 0) -> bool:
+    """Adds input `logits_indices` (`(k,)` int64): the LM head runs on those positions (along `axis`, the token axis)
+    only, in that order. `False` when the model already has it."""
+    if any(LOGITS_INDICES in inp.get_names() for inp in model.inputs):
+        return False
+    port, _ = _head_input(model)
+    indices = ops.parameter([-1], ov.Type.i64, name=LOGITS_INDICES)
+    indices.output(0).get_tensor().set_names({LOGITS_INDICES})
+    axes = ops.constant(np.array(axis, dtype=np.int64))
+    gathered = ops.gather(port.get_source_output(), indices, axes, name=f"{LOGITS_INDICES}/gather")
+    port.replace_source_output(gathered.output(0))
+    model.add_parameters([indices])
     model.validate_nodes_and_infer_types()
     return True
 

@@ -6,6 +6,7 @@ from tiny_models import make_tiny_llama, plain_greedy, random_prompts
 
 from optimum_dynexec import OVModelForCausalLM
 from optimum_dynexec import paged_runner as paged
+from optimum_dynexec.paged_batch import PagedBatchRunner
 from optimum_dynexec.paged_runner import PagedRunner, paged_config
 from optimum_dynexec.policies.lookahead import LookaheadSchedule
 from optimum_dynexec.policies.width import VerifyWidth, pad_to_width
@@ -41,6 +42,25 @@ def test_paged_logits_match_the_stateful_model(models):
     # keep: the last rows only
     runner.reset()
     np.testing.assert_allclose(runner(tokens, keep=1), expected[-1:], atol=1e-4, rtol=1e-4)
+
+
+def test_a_batch_call_returns_the_logits_asked_for_at_each_sequence(models):
+    target, _ = models
+    rng = np.random.default_rng(5)
+    prompts = {i: rng.integers(3, 96, n) for i, n in enumerate([7, 40, 19])}
+    expected = {i: stateful_logits(target, p) for i, p in prompts.items()}
+    runner = PagedBatchRunner(target, num_sequences=3, max_length=64)
+    # the prefill keeps each prompt's last logits, a later call an arbitrary set, in the order asked
+    out = runner.infer({i: p[:-3] for i, p in prompts.items()}, {i: [len(p) - 4] for i, p in prompts.items()})
+    for i, p in prompts.items():
+        np.testing.assert_allclose(out[i]["logits"], expected[i][len(p) - 4 : len(p) - 3], atol=1e-4, rtol=1e-4)
+    out = runner.infer({i: p[-3:] for i, p in prompts.items() if i != 1}, {0: [2, 0], 2: []})
+    assert set(out) == {0, 2} and out[2]["logits"].shape[0] == 0
+    np.testing.assert_allclose(out[0]["logits"], expected[0][[-1, -3]], atol=1e-4, rtol=1e-4)
+    out = runner.infer({1: prompts[1][-3:]})  # default: every position
+    np.testing.assert_allclose(out[1]["logits"], expected[1][-3:], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="outside a sequence's feed"):
+        runner.infer({0: prompts[0][:2]}, {0: [2]})
 
 
 def test_paged_rollback_and_padding_are_exact(models):

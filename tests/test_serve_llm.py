@@ -523,7 +523,9 @@ def test_a_speculative_batch_stops_verifying_a_row_at_its_own_length(local, monk
     fed = []
     infer = paged_batch.PagedBatchRunner.infer
     monkeypatch.setattr(
-        paged_batch.PagedBatchRunner, "infer", lambda self, feeds: fed.append(set(feeds)) or infer(self, feeds)
+        paged_batch.PagedBatchRunner,
+        "infer",
+        lambda self, feeds, *at: fed.append(set(feeds)) or infer(self, feeds, *at),
     )
     results = run_generation_batch(model, tokenizer, jobs, BatchKey.of(jobs[0], model))
     assert [r.new_tokens for r in results] == [local_greedy(local, i, n) for i, n in zip(ids, lengths)]

@@ -286,7 +286,9 @@ def test_batch_rows_stop_at_their_own_limits_and_leave_the_calls(wide, monkeypat
     fed = []
     infer = paged_batch.PagedBatchRunner.infer
     monkeypatch.setattr(
-        paged_batch.PagedBatchRunner, "infer", lambda self, feeds: fed.append(set(feeds)) or infer(self, feeds)
+        paged_batch.PagedBatchRunner,
+        "infer",
+        lambda self, feeds, *at: fed.append(set(feeds)) or infer(self, feeds, *at),
     )
     got = target.generate(
         input_ids=ids,
