@@ -1,9 +1,9 @@
 """Graph edits the lean speculative loop makes on a loaded OpenVINO causal LM (never on the exported IR).
 
 - `hidden_states` output: the LM head's input, `(batch, length, hidden)`, which an EAGLE head reads.
-- `logits_to_keep` input (stateful graph): the LM head runs on the last `logits_to_keep` positions only. A prompt of 300 tokens
-  then costs one row of logits instead of 300 (SmolLM2's head is a fifth of its weights, and 300 rows of 49152
-  float logits are 59 MB to copy). This package's `OVModelForCausalLM.forward` feeds the full length, so plain
+- `logits_to_keep` input (stateful graph): the LM head runs on the last `logits_to_keep` positions only. A prompt
+  of 300 tokens then costs one row of logits instead of 300 (SmolLM2's head is a fifth of its weights, and 300 rows
+  of 49152 float logits are 59 MB to copy). This package's `OVModelForCausalLM.forward` feeds the full length, so plain
   decoding through the edited graph returns the same logits as optimum-intel's.
 - `logits_indices` input (paged graph): the LM head runs on the positions listed only, so that a call of several
   sequences computes the logits it reads and no more (the last position of each prompt in a batch's prefill: 4

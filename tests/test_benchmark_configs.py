@@ -122,6 +122,25 @@ def test_modes_bench_config_loads_and_refuses_bad_values():
         ModesBenchConfig(top_p=0.0)
     with pytest.raises(ValueError, match="precision"):
         ModesBenchConfig(precision="fp8")
+    with pytest.raises(ValueError, match="EAGLE draft lengths"):
+        ModesBenchConfig(eagle_sampling_num_tokens=0)
+
+
+def test_sampling_rows_run_the_eagle_head_with_its_own_draft_length():
+    from optimum_dynexec.reference.benchmark.modes import ModesBenchConfig, _sampling_drafters
+
+    drafters = {
+        "prompt lookup k=5": {"prompt_lookup_num_tokens": 5},
+        "EAGLE k=3 + lookup": {"assistant_model": "head", "num_assistant_tokens": 3, "prompt_lookup_num_tokens": 5},
+    }
+    same = _sampling_drafters(drafters, ModesBenchConfig())
+    assert same == drafters
+    short = _sampling_drafters(drafters, ModesBenchConfig(eagle_sampling_num_tokens=2))
+    assert list(short) == ["prompt lookup k=5", "EAGLE k=2 + lookup"]
+    assert (
+        short["EAGLE k=2 + lookup"]["num_assistant_tokens"] == 2
+        and drafters["EAGLE k=3 + lookup"]["num_assistant_tokens"] == 3
+    )
 
 
 def test_serving_preset_loads_and_checks_its_settings():

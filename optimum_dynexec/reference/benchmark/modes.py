@@ -55,6 +55,9 @@ class ModesBenchConfig:
     top_p: float = 0.9
     prompt_lookup_num_tokens: int = 5
     eagle_num_tokens: int = 3
+    # the EAGLE head's draft length in sampling calls (default: `eagle_num_tokens`): sampled tokens are accepted
+    # less often than greedy ones, so a shorter draft pays there (see docs/speculative_decoding.md)
+    eagle_sampling_num_tokens: int | None = None
     batch_size: int = 4
     precision: str = "default"
     eagle: bool = True  # rows with the trained EAGLE head (+ lookup) when `make models` has trained it
@@ -68,6 +71,10 @@ class ModesBenchConfig:
             raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
         if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.batch_size <= 1 or not self.seeds:
             raise ValueError("max_new_tokens and num_prompts must be positive, batch_size > 1, seeds non-empty.")
+        if self.eagle_num_tokens <= 0 or (
+            self.eagle_sampling_num_tokens is not None and self.eagle_sampling_num_tokens <= 0
+        ):
+            raise ValueError("The EAGLE draft lengths must be positive.")
         if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
             raise ValueError(
                 f"top_p must be in (0, 1] and temperature positive, got {self.top_p}, {self.temperature}."
@@ -172,11 +179,12 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
     rows = []
     if "sampling" in config.modes:
         sampling = {**greedy, "do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
+        sampling_drafters = _sampling_drafters(drafters, config)
         for task, inputs in encoded.items():
-            times = {"plain": [], **{name: [] for name in drafters}, **{name: [] for name in genai}}
+            times = {"plain": [], **{name: [] for name in sampling_drafters}, **{name: [] for name in genai}}
             quality = {name: [] for name in times}
             tokens = dict.fromkeys(times, 0)
-            calls = dict.fromkeys([*drafters, *genai], 0)
+            calls = dict.fromkeys([*sampling_drafters, *genai], 0)
             for ids in tqdm(inputs, desc=f"sampling, {task}"):
                 for seed in config.seeds:
                     for name in times:
@@ -186,7 +194,7 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
                             out, seconds = _timed(genai[name], ids, **sampling, seed=seed)
                             calls[name] += genai[name].num_forward_calls - before
                         else:
-                            model, kwargs = (plain, {}) if name == "plain" else (ours, drafters[name])
+                            model, kwargs = (plain, {}) if name == "plain" else (ours, sampling_drafters[name])
                             out, seconds = _timed(model, ids, **sampling, **kwargs)
                             if name != "plain":
                                 calls[name] += ours.last_speculative_stats.target_calls + 1
@@ -250,6 +258,22 @@ def run_benchmark(config: ModesBenchConfig, output_dir: str | Path = "benchmarks
     png = save_results(results, output_dir, config.name)
     plot(rows, png)
     return results
+
+
+def _sampling_drafters(drafters: dict, config: ModesBenchConfig) -> dict:
+    """`drafters` with the EAGLE head's draft length set to `eagle_sampling_num_tokens` (named accordingly)."""
+    k = config.eagle_sampling_num_tokens
+    if k is None or k == config.eagle_num_tokens:
+        return drafters
+    renamed = {}
+    for name, kwargs in drafters.items():
+        if "assistant_model" in kwargs:
+            name, kwargs = (
+                name.replace(f"k={config.eagle_num_tokens}", f"k={k}"),
+                {**kwargs, "num_assistant_tokens": k},
+            )
+        renamed[name] = kwargs
+    return renamed
 
 
 def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict, genai: dict) -> list[dict]:
