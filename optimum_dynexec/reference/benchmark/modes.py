@@ -27,6 +27,7 @@ Writes JSON and a PNG under `benchmarks/`, prints a table.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -361,32 +362,50 @@ def _repeat_rows(config: ModesBenchConfig, plain, ours, encoded: dict, drafters:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Speed-up per mode, task and drafter (and the streamer's cost)."""
+    """Speed-up per drafter, one panel per mode (each on its own scale), bars grouped by task; GenAI hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r["method"] != "plain"]
-    labels = [f"{r['mode']}\n{r['task']}\n{r['method']}" for r in shown]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shown)), 4))
-    bars = ax.bar(
-        range(len(shown)),
-        [r["speedup"] for r in shown],
-        color=[{"sampling": "C0", "streaming": "C1", "repeat": "C3"}.get(r["mode"], "C2") for r in shown],
-    )
-    for bar, r in zip(bars, shown):
-        if r["method"].startswith("GenAI"):  # OpenVINO GenAI's pipelines, hatched
-            bar.set_hatch("//")
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks(range(len(shown)), labels, fontsize=7)
-    ax.set_ylabel("speed vs optimum-intel plain, same mode")
-    ax.set_title("SmolLM2-135M: speculative decoding by call shape")
-    for i, r in enumerate(shown):
-        ax.text(i, r["speedup"], f"{r['speedup']:.2f}x", ha="center", va="bottom", fontsize=8)
+    modes = list(dict.fromkeys(r["mode"] for r in shown))
+    families = list(dict.fromkeys(_family(r["method"]) for r in shown))  # one colour per drafter in every panel
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        these = [r for r in shown if r["mode"] == mode]
+        tasks = list(dict.fromkeys(r["task"] for r in these))
+        methods = list(dict.fromkeys(r["method"] for r in these))
+        width = 0.8 / len(methods)
+        for j, method in enumerate(methods):
+            for i, task in enumerate(tasks):
+                row = next((r for r in these if r["task"] == task and r["method"] == method), None)
+                if row is None:
+                    continue
+                x = i + (j - (len(methods) - 1) / 2) * width
+                bar = ax.bar(
+                    x,
+                    row["speedup"],
+                    width,
+                    color=f"C{families.index(_family(method))}",
+                    label=method if i == 0 else None,
+                )[0]
+                bar.set_hatch("//" if method.startswith("GenAI") else "")
+                ax.text(x, row["speedup"], f"{row['speedup']:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.set_title(mode)
+        ax.legend(fontsize=7, loc="lower center")
+    axes[0][0].set_ylabel("speed vs optimum-intel's plain class, same call")
+    fig.suptitle("SmolLM2-135M: speculative decoding by call shape (GenAI hatched)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _family(method: str) -> str:
+    """A row's drafter without its draft length (`"EAGLE k=2 + lookup"` -> `"EAGLE + lookup"`)."""
+    return re.sub(r" k=\d+", "", method)
 
 
 def format_table(results: dict) -> str:
