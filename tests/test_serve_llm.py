@@ -420,9 +420,9 @@ def test_max_generation_batch_1_runs_every_request_alone(folder, local):
     assert all("batch_size" not in a["dynexec"] for a in answers)
 
 
-def test_shared_calls_decode_plainly_unless_batch_speculation(folder, local):
-    """By default a call shared by several requests decodes plainly (a stream then runs alone); a lone request still
-    speculates; `--batch-speculation` turns speculative shared calls on."""
+def test_shared_calls_decode_plainly_without_batch_speculation(folder, local):
+    """Without batch speculation a call shared by several requests decodes plainly (a stream then runs alone); a lone
+    request still speculates; batch speculation is the server's default, `--no-batch-speculation` turns it off."""
     from optimum_dynexec.serve.cli import parser, settings_from_args
     from optimum_dynexec.serve.generation import BatchKey, GenerationJob, TokenBridge, run_generation_batch
 
@@ -440,8 +440,8 @@ def test_shared_calls_decode_plainly_unless_batch_speculation(folder, local):
     stream = GenerationJob(ids[0], 12, temperature=0, streamer=TokenBridge(None))
     assert BatchKey.of(stream, model, batch_speculation=False) is None
     assert BatchKey.of(stream, model, batch_speculation=True) is not None
-    assert not settings_from_args(parser().parse_args(["f"])).batch_speculation
-    assert settings_from_args(parser().parse_args(["f", "--batch-speculation"])).batch_speculation
+    assert settings_from_args(parser().parse_args(["f"])).batch_speculation
+    assert not settings_from_args(parser().parse_args(["f", "--no-batch-speculation"])).batch_speculation
 
 
 def test_max_generation_batch_is_validated():

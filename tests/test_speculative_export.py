@@ -108,6 +108,17 @@ def test_a_batch_decodes_plainly_unless_asked(exported, caplog):
     assert torch.equal(out, plain)
 
 
+def test_a_folder_that_looks_up_prompts_speculates_on_batches_by_default(tmp_path):
+    folder = make_tiny_llama(tmp_path / "lookup", num_layers=2, seed=0)
+    SpeculativeConfig.for_drafter(None, prompt_lookup_num_tokens=3).save(folder)
+    model = OVModelForCausalLM.from_pretrained(folder, ov_config=EXACT)
+    ids = torch.tensor([[5, 9, 33, 5, 9, 33, 5], [7, 8, 10, 7, 8, 10, 7]])
+    out = greedy(model, ids)
+    assert model.last_speculative_stats is not None and model.last_speculative_stats.proposed > 0
+    model.speculate_batches = False
+    assert torch.equal(out, greedy(model, ids)) and model.last_speculative_stats is None
+
+
 def test_save_pretrained_keeps_the_draft(exported, tmp_path):
     model = OVModelForCausalLM.from_pretrained(exported, ov_config=EXACT)
     model.save_pretrained(tmp_path)

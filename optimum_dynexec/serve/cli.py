@@ -58,9 +58,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-speculation",
-        action="store_true",
-        help="calls shared by several generation requests speculate (default: they decode plainly, a request alone "
-        "speculates; plain batches served more tokens/s on continuation prompts)",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.batch_speculation,
+        help="calls shared by several generation requests speculate, their rows sharing the verification calls "
+        "(default: on; --no-batch-speculation decodes shared calls plainly, a request alone still speculates)",
     )
     p.add_argument("--max-images", type=int, default=defaults.max_images)
     p.add_argument("--default-max-tokens", type=int, default=defaults.default_max_tokens)

@@ -58,8 +58,8 @@ class TextAssembler:
 
 class LLMService:
     """The causal LM endpoints. Unseeded requests that arrive together and share a `BatchKey` run in one batched
-    `generate()` call (up to `max_batch` rows), which speculates only with `batch_speculation`; streams join only
-    speculative calls, seeded requests run alone.
+    `generate()` call (up to `max_batch` rows), which speculates with `batch_speculation` (the default); streams join
+    only speculative calls, seeded requests run alone.
 
     Args:
         model (`OVModelForCausalLM`): the loaded model.
@@ -71,7 +71,7 @@ class LLMService:
         max_batch (`int`, defaults to 1): rows per generation call; 1 runs every request alone.
         max_wait_ms (`float`, defaults to 5): how long a batch waits for more requests (requests that arrive while
             a call runs join the next batch anyway).
-        batch_speculation (`bool`, defaults to `False`): a call of several requests speculates (`ServeSettings`).
+        batch_speculation (`bool`, defaults to `True`): a call of several requests speculates (`ServeSettings`).
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class LLMService:
         default_max_tokens: int,
         max_batch: int = 1,
         max_wait_ms: float = 5.0,
-        batch_speculation: bool = False,
+        batch_speculation: bool = True,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}.")

@@ -56,9 +56,7 @@ class ServingBenchConfig:
     ray_replicas: int = 2  # 0: no Ray Serve rows
     generation_batch: list[int] = field(default_factory=lambda: [1, 4])  # the server's max_generation_batch values
     server_process: bool = True  # the embedded server in a process of its own (False: a thread of this process)
-    batch_speculation: bool = (
-        True  # shared generation calls speculate when the requests ask (the server's default: no)
-    )
+    batch_speculation: bool = True  # shared generation calls speculate when the requests ask (the server's default)
     name: str = "serving"
 
     def __post_init__(self):
@@ -196,7 +194,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "optimum_dynexec.serve", str(self.folder), "--port", str(port)]
         command += ["--max-queue", str(s.max_queue), "--max-generation-batch", str(s.max_generation_batch)]
         command += ["--max-batch-size", str(s.max_batch_size), "--log-level", "warning"]
-        command += ["--batch-speculation"] if s.batch_speculation else []
+        command += ["--batch-speculation" if s.batch_speculation else "--no-batch-speculation"]
         if s.ov_config:
             command += ["--ov-config", json.dumps(s.ov_config)]
         self.log = tempfile.TemporaryFile("w+")
