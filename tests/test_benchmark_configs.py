@@ -122,6 +122,8 @@ def test_modes_bench_config_loads_and_refuses_bad_values():
         ModesBenchConfig(top_p=0.0)
     with pytest.raises(ValueError, match="precision"):
         ModesBenchConfig(precision="fp8")
+    with pytest.raises(ValueError, match="batch_rounds"):
+        ModesBenchConfig(batch_rounds=0)
     with pytest.raises(ValueError, match="EAGLE draft lengths"):
         ModesBenchConfig(eagle_sampling_num_tokens=0)
 

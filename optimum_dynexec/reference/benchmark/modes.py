@@ -60,6 +60,7 @@ class ModesBenchConfig:
     # less often than greedy ones, so a shorter draft pays there (see docs/speculative_decoding.md)
     eagle_sampling_num_tokens: int | None = None
     batch_size: int = 4
+    batch_rounds: int = 2  # timed rounds per batch contender (after one untimed round); a round times ~2-3 s
     precision: str = "default"
     eagle: bool = True  # rows with the trained EAGLE head (+ lookup) when `make models` has trained it
     genai: bool = True  # rows with OpenVINO GenAI's LLMPipeline (plain and prompt lookup) on the same IR
@@ -70,8 +71,10 @@ class ModesBenchConfig:
             raise ValueError(f"Unknown modes {sorted(set(self.modes) - set(MODES))}; choose among {MODES}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose among {sorted(PRECISIONS)}.")
-        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.batch_size <= 1 or not self.seeds:
-            raise ValueError("max_new_tokens and num_prompts must be positive, batch_size > 1, seeds non-empty.")
+        if self.max_new_tokens <= 0 or self.num_prompts <= 0 or self.batch_rounds <= 0:
+            raise ValueError("max_new_tokens, num_prompts and batch_rounds must be positive.")
+        if self.batch_size <= 1 or not self.seeds:
+            raise ValueError("batch_size must be above 1 and seeds non-empty.")
         if self.eagle_num_tokens <= 0 or (
             self.eagle_sampling_num_tokens is not None and self.eagle_sampling_num_tokens <= 0
         ):
@@ -294,7 +297,7 @@ def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict
         for name, (model, kwargs) in contenders.items():
             plain_s, ours_s, identical, calls = [], [], True, 0
             # round 0 warms up: the first batch call of each shape compiles kernels (~1 s in all for the batch)
-            for round_ in tqdm(range(3), desc=f"batch {config.batch_size}, {task}, {name}"):
+            for round_ in tqdm(range(1 + config.batch_rounds), desc=f"batch {config.batch_size}, {task}, {name}"):
                 start = time.perf_counter()
                 reference = plain.generate(input_ids=ids, attention_mask=mask, **settings)
                 plain_seconds = time.perf_counter() - start
@@ -307,7 +310,7 @@ def _batch_rows(config: ModesBenchConfig, plain, ours, tokenizer, drafters: dict
                     ours_s.append(ours_seconds)
                     identical &= torch.equal(out, reference)
                     calls += model.num_forward_calls - before
-            new_tokens = 2 * config.batch_size * config.max_new_tokens
+            new_tokens = config.batch_rounds * config.batch_size * config.max_new_tokens
             rows.append(
                 {
                     "mode": f"batch {config.batch_size}",
