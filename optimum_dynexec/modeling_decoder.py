@@ -124,7 +124,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
     # a call resumes after the prompt prefix the previous call left in the paged cache (`speculative_decode`)
     reuse_prompt_cache: bool = True
     # an exported folder's drafter also speculates on batches (a drafter passed to generate() always does); None:
-    # with prompt lookup or an EAGLE head (batch of 4 on SmolLM2-135M, 2 cores: 1.34-1.59x plain batch decoding),
+    # with prompt lookup or an EAGLE head (batch of 4 on SmolLM2-135M, 2 cores: 1.33-1.59x plain batch decoding),
     # not with a draft model, whose rows each make a call per drafted token
     speculate_batches: bool | None = None
     # what the last generate() call's lean loop did (`SpeculativeStats`); None after a call that took another path
@@ -420,7 +420,8 @@ class OVModelForCausalLM(_OVModelForCausalLM):
             self._draft_schedules[draft] = (key, schedule)
         return schedule
 
-    def _speculates_on_batches(self) -> bool:
+    @property
+    def speculates_on_batches(self) -> bool:
         """Whether the exported drafter speculates on a batch (`speculate_batches`, or by default: unless it is a
         separate draft model)."""
         if self.speculate_batches is not None:
@@ -432,7 +433,7 @@ class OVModelForCausalLM(_OVModelForCausalLM):
         if not self.speculation_enabled or assistant_model is not None or "prompt_lookup_num_tokens" in kwargs:
             return kwargs, assistant_model
         input_ids = kwargs.get("input_ids", inputs)
-        if input_ids is not None and input_ids.shape[0] > 1 and not self._speculates_on_batches():
+        if input_ids is not None and input_ids.shape[0] > 1 and not self.speculates_on_batches:
             _warn_once(
                 "A batch decodes plainly: model.speculate_batches is off, or the exported drafter is a draft model, "
                 "which drafts row by row with a call per token. Set model.speculate_batches = True, or pass a "

@@ -440,6 +440,14 @@ def test_shared_calls_decode_plainly_without_batch_speculation(folder, local):
     stream = GenerationJob(ids[0], 12, temperature=0, streamer=TokenBridge(None))
     assert BatchKey.of(stream, model, batch_speculation=False) is None
     assert BatchKey.of(stream, model, batch_speculation=True) is not None
+    # a folder whose drafter does not speculate on batches (a draft model's default) shares calls plainly
+    assert model.speculates_on_batches
+    model.speculate_batches = False
+    try:
+        assert not BatchKey.of(jobs[0], model, batch_speculation=True).speculative
+        assert BatchKey.of(stream, model, batch_speculation=True) is None
+    finally:
+        model.speculate_batches = None
     assert settings_from_args(parser().parse_args(["f"])).batch_speculation
     assert not settings_from_args(parser().parse_args(["f", "--no-batch-speculation"])).batch_speculation
 

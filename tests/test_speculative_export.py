@@ -102,6 +102,7 @@ def test_a_batch_decodes_plainly_unless_asked(exported, caplog):
     with caplog.at_level("WARNING"):
         plain = greedy(model, ids)
     assert model.last_speculative_stats is None and "speculate_batches" in caplog.text
+    assert not model.speculates_on_batches, "a draft model drafts row by row: batches decode plainly by default"
     model.speculate_batches = True
     out = greedy(model, ids, assistant_confidence_threshold=0.0)
     assert model.last_speculative_stats is not None and model.last_speculative_stats.proposed > 0
@@ -114,6 +115,7 @@ def test_a_folder_that_looks_up_prompts_speculates_on_batches_by_default(tmp_pat
     model = OVModelForCausalLM.from_pretrained(folder, ov_config=EXACT)
     ids = torch.tensor([[5, 9, 33, 5, 9, 33, 5], [7, 8, 10, 7, 8, 10, 7]])
     out = greedy(model, ids)
+    assert model.speculates_on_batches
     assert model.last_speculative_stats is not None and model.last_speculative_stats.proposed > 0
     model.speculate_batches = False
     assert torch.equal(out, greedy(model, ids)) and model.last_speculative_stats is None

@@ -143,9 +143,12 @@ class BatchKey:
     def of(cls, job: GenerationJob, model, batch_speculation: bool = True) -> "BatchKey | None":
         """The key of `job` on `model`, or `None` when it must run alone (a seed, which a shared batch cannot
         reproduce, or a stream that would not speculate: plain batch decoding streams a row's padding too). Without
-        `batch_speculation` a shared call decodes plainly, whatever its requests ask (each speculates when alone)."""
+        `batch_speculation`, or when the folder's drafter does not speculate on batches (a draft model, see
+        `OVModelForCausalLM.speculate_batches`), a shared call decodes plainly, whatever its requests ask (each
+        speculates when alone)."""
         speculative = job.speculative if job.speculative is not None else model.speculative_config is not None
-        speculative = speculative and batch_speculation
+        on_batches = model.speculative_config is None or model.speculates_on_batches  # no drafter: prompt lookup
+        speculative = speculative and batch_speculation and on_batches
         if job.seed is not None or (job.streamer is not None and not speculative):
             return None
         do_sample = bool(model.generation_config.do_sample) if job.temperature is None else job.temperature > 0
