@@ -99,10 +99,14 @@ def add_logits_slice(model: ov.Model, axis: int = 1) -> bool:
 
 def add_logits_gather(model: ov.Model, axis: int = 0) -> bool:
     """Adds input `logits_indices` (`(k,)` int64): the LM head runs on those positions (along `axis`, the token axis)
-    only, in that order. `False` when the model already has it."""
+    only, in that order; a `logits_to_keep` slice the graph had (`add_logits_slice`) goes. `False` when the model
+    already has it."""
     if any(LOGITS_INDICES in inp.get_names() for inp in model.inputs):
         return False
     port, _ = _head_input(model)
+    if port.get_source_output().get_node().get_friendly_name() == f"{LOGITS_TO_KEEP}/slice":
+        port.replace_source_output(port.get_source_output().get_node().input_value(0))
+        model.remove_parameter(next(p for p in model.get_parameters() if LOGITS_TO_KEEP in p.output(0).get_names()))
     indices = ops.parameter([-1], ov.Type.i64, name=LOGITS_INDICES)
     indices.output(0).get_tensor().set_names({LOGITS_INDICES})
     axes = ops.constant(np.array(axis, dtype=np.int64))

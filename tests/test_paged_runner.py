@@ -11,7 +11,7 @@ from optimum_dynexec.paged_runner import PagedRunner, paged_config
 from optimum_dynexec.policies.lookahead import LookaheadSchedule
 from optimum_dynexec.policies.width import VerifyWidth, pad_to_width
 from optimum_dynexec.speculative_loop import StatefulRunner, speculative_greedy
-from optimum_dynexec.target_graph import HIDDEN_OUTPUT
+from optimum_dynexec.target_graph import HIDDEN_OUTPUT, prepare_lean_model
 
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
 
@@ -235,3 +235,19 @@ def test_pad_to_width():
     np.testing.assert_array_equal(tokens, [4, 5, 5, 5, 5])
     assert pad == 3
     assert pad_to_width(np.array([4, 5]), None)[1] == 0 and pad_to_width(np.array([4, 5]), 1)[1] == 0
+
+
+def test_the_paged_form_of_a_model_prepared_for_the_stateful_loop_reads_the_positions_asked_for(tmp_path):
+    """A model whose stateful graph has the lean loop's `logits_to_keep` slice (and hidden states) gets a paged form
+    without it: the Gather alone picks the positions."""
+    target = OVModelForCausalLM.from_pretrained(make_tiny_llama(tmp_path / "t", num_layers=2, seed=3), ov_config=EXACT)
+    tokens = np.random.default_rng(1).integers(3, 96, 20)
+    expected = stateful_logits(target, tokens)
+    prepare_lean_model(target, hidden_states=True)
+    runner = PagedRunner(target, hidden_states=True)
+    assert "logits_to_keep" not in runner.names
+    runner.reset()
+    out = runner.infer(tokens[:17], keep=2)
+    np.testing.assert_allclose(out["logits"][0], expected[15:17], atol=1e-4, rtol=1e-4)
+    assert out[HIDDEN_OUTPUT].shape[:2] == (1, 17)
+    np.testing.assert_allclose(runner(tokens[17:]), expected[17:], atol=1e-4, rtol=1e-4)
