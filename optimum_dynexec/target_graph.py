@@ -53,7 +53,7 @@ def _is_constant(node) -> bool:
 
 
 def _head_input(model: ov.Model):
-    """The LM head's input port and the output feeding it (skipping a Slice this module added)."""
+    """The LM head's input port and the output feeding it (skipping a Slice or Gather this module added)."""
     port = _lm_head(model).input(0)
     source = port.get_source_output()
     if source.get_node().get_friendly_name() in _HEAD_FEEDS:

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 import torch
-from tiny_models import make_char_tokenizer, make_tiny_llama
+from tiny_models import make_char_tokenizer, make_tiny_llama, record_batch_feeds
 
 from optimum_dynexec import OVModelForCausalLM
 from optimum_dynexec.configuration import SpeculativeConfig
@@ -521,20 +521,13 @@ def test_a_client_that_leaves_a_running_batch_loses_only_its_row(batching_server
 def test_a_speculative_batch_stops_verifying_a_row_at_its_own_length(local, monkeypatch):
     """Rows of one speculative call with different max_tokens: each gets what it gets alone, and a row that reached
     its own length is fed to no later verification call (it does not compute up to the longest row's length)."""
-    from optimum_dynexec import paged_batch
     from optimum_dynexec.serve.generation import BatchKey, GenerationJob, run_generation_batch
 
     model, tokenizer = local
     ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
     lengths = [3, 30, 8]
     jobs = [GenerationJob(i, max_new_tokens=n, temperature=0, speculative=True) for i, n in zip(ids, lengths)]
-    fed = []
-    infer = paged_batch.PagedBatchRunner.infer
-    monkeypatch.setattr(
-        paged_batch.PagedBatchRunner,
-        "infer",
-        lambda self, feeds, *at: fed.append(set(feeds)) or infer(self, feeds, *at),
-    )
+    fed = record_batch_feeds(monkeypatch)
     results = run_generation_batch(model, tokenizer, jobs, BatchKey.of(jobs[0], model))
     assert [r.new_tokens for r in results] == [local_greedy(local, i, n) for i, n in zip(ids, lengths)]
     assert len(fed) > 3 and results[0].batch_size == 3

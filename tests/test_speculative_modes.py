@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import F32
 from optimum.intel import OVModelForCausalLM as PlainOVModel
-from tiny_models import make_char_tokenizer, make_tiny_llama, random_head
+from tiny_models import make_char_tokenizer, make_tiny_llama, random_head, record_batch_feeds
 from transformers import (
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
@@ -271,7 +271,6 @@ class RowLengths(StoppingCriteria):
 def test_batch_rows_stop_at_their_own_limits_and_leave_the_calls(wide, monkeypatch):
     """A criterion that stops each row at its own length: the rows equal plain batch decoding with it (padded after
     their stop), and a stopped row is fed to no later verification call."""
-    from optimum_dynexec import paged_batch
 
     target, plain, drafters, _ = wide
     ids, mask = left_padded_batch(BATCH)
@@ -283,13 +282,7 @@ def test_batch_rows_stop_at_their_own_limits_and_leave_the_calls(wide, monkeypat
     expected = plain.generate(
         input_ids=ids, attention_mask=mask, stopping_criteria=[RowLengths(ids.shape[1], limits)], **settings
     )
-    fed = []
-    infer = paged_batch.PagedBatchRunner.infer
-    monkeypatch.setattr(
-        paged_batch.PagedBatchRunner,
-        "infer",
-        lambda self, feeds, *at: fed.append(set(feeds)) or infer(self, feeds, *at),
-    )
+    fed = record_batch_feeds(monkeypatch)
     got = target.generate(
         input_ids=ids,
         attention_mask=mask,

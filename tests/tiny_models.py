@@ -277,3 +277,17 @@ def save_tiny_decoder(folder: Path, model_type: str, vocab_size: int = 96, seed:
         model.get_output_embeddings().weight.mul_(8.0)
     model.save_pretrained(folder)
     return folder
+
+
+def record_batch_feeds(monkeypatch) -> list[set[int]]:
+    """The rows each call of the speculative batch loop feeds (`PagedBatchRunner.infer`), appended as they run."""
+    from optimum_dynexec import paged_batch
+
+    fed: list[set[int]] = []
+    infer = paged_batch.PagedBatchRunner.infer
+    monkeypatch.setattr(
+        paged_batch.PagedBatchRunner,
+        "infer",
+        lambda self, feeds, *at: fed.append(set(feeds)) or infer(self, feeds, *at),
+    )
+    return fed

@@ -257,13 +257,13 @@ def run_generation_batch(model, tokenizer, jobs: list[GenerationJob], key: Batch
     if any(job.streamer is not None for job in live):
         kwargs["streamer"] = RowStreamers([job.streamer or _Unstreamed() for job in live])
     torch.seed()  # unseeded requests only: never a previous seeded request's stream
-    enabled, batches = model.speculation_enabled, model.speculate_batches
+    # `key.speculative` already says whether the folder's drafter speculates on batches (`BatchKey.of`)
+    enabled = model.speculation_enabled
     model.speculation_enabled = model.speculative_config is not None and key.speculative
-    model.speculate_batches = key.speculative
     try:
         out = model.generate(**{k: v for k, v in kwargs.items() if v is not None})
     finally:
-        model.speculation_enabled, model.speculate_batches = enabled, batches
+        model.speculation_enabled = enabled
     stats = model.last_speculative_stats
     rows = {}
     for job, row, stop in zip(live, out[:, width:].tolist(), stops.stops):
